@@ -1,0 +1,189 @@
+"""Command line: a thin layer that parses flags and calls one function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jupyter_tether import __version__
+from jupyter_tether.errors import ExitCode, TetherError
+
+EPILOG = """\
+exit codes: 0 ok, 1 error, 2 usage, 3 config, 4 ssh connect, 5 ssh auth/host key,
+6 server environment, 7 server start, 8 local port, 9 not found, 10 provisioning,
+70 internal error, 130 interrupted.
+"""
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="show timings and ssh commands"
+    )
+    common.add_argument(
+        "-F", "--ssh-config", type=Path, metavar="FILE", help="ssh config file (as ssh -F)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="tether",
+        description="A JupyterLab on any server you can ssh to: no root, one command, "
+        "always connected.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"jupyter-tether {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("up", parents=[common], help="start (or reuse) Jupyter on HOST and connect")
+    p.add_argument("name", metavar="HOST", help="a profile name or an ssh destination")
+    p.add_argument("--port", type=_port, help="local port (default: a free one, kept across runs)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL only")
+    p.add_argument("--json", action="store_true", help="print one JSON object, no progress")
+    _profile_flags(p)
+
+    p = sub.add_parser("ls", parents=[common], help="list known servers and their state")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("down", parents=[common], help="stop a server and remove its state")
+    p.add_argument("name", metavar="NAME")
+
+    p = sub.add_parser("logs", parents=[common], help="show the server's log")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=50)
+
+    p = sub.add_parser("attach", parents=[common], help="attach to the server's tmux session")
+    p.add_argument("name", metavar="NAME")
+
+    p = sub.add_parser("open", parents=[common], help="forward again and open the browser")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("config", parents=[common], help="show the resolved profile")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    p.add_argument("--json", action="store_true")
+    _profile_flags(p)
+
+    p = sub.add_parser(
+        "demo", parents=[common], help="try it: a throwaway local ssh server, then `up`"
+    )
+    p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
+    return parser
+
+
+def _profile_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("profile overrides")
+    g.add_argument("--ssh", dest="ssh_dest", metavar="DEST", help="ssh destination")
+    g.add_argument("--app", choices=("lab", "notebook"))
+    g.add_argument("--env", metavar="PATH", help="environment on the server with Jupyter")
+    g.add_argument("--root-dir", metavar="DIR")
+    g.add_argument("--nice", type=int, choices=range(20), metavar="0-19")
+    g.add_argument("--transport", choices=("auto", "socket", "tcp"))
+    g.add_argument("--timeout", type=float, dest="startup_timeout", metavar="SECONDS")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "ssh": args.ssh_dest,
+        "app": args.app,
+        "env": args.env,
+        "root_dir": args.root_dir,
+        "nice": args.nice,
+        "transport": args.transport,
+        "startup_timeout": args.startup_timeout,
+    }
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    # Imported here so that `tether --help` stays fast.
+    from jupyter_tether.commands import attach, down, logs, ls, open, show_config, up
+
+    if args.command == "up":
+        return up.up(
+            args.name,
+            ssh_config=args.ssh_config,
+            port=args.port,
+            browser=not args.no_browser,
+            as_json=args.json,
+            verbose=args.verbose,
+            overrides=_overrides(args),
+        )
+    if args.command == "ls":
+        return ls.ls(names=args.names, as_json=args.json)
+    if args.command == "down":
+        return down.down(args.name, ssh_config=args.ssh_config, verbose=args.verbose)
+    if args.command == "logs":
+        return logs.logs(
+            args.name, follow=args.follow, lines=args.lines, ssh_config=args.ssh_config
+        )
+    if args.command == "attach":
+        return attach.attach(args.name, ssh_config=args.ssh_config)
+    if args.command == "open":
+        return open.open_(
+            args.name,
+            ssh_config=args.ssh_config,
+            browser=not args.no_browser,
+            as_json=args.json,
+            verbose=args.verbose,
+        )
+    if args.command == "config":
+        return show_config.show_config(args.name, as_json=args.json, overrides=_overrides(args))
+    if args.command == "demo":
+        from jupyter_tether.commands import demo
+
+        return demo.demo(
+            browser=not args.no_browser, as_json=args.json, keep=args.keep, verbose=args.verbose
+        )
+    raise AssertionError(args.command)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("jupyter_tether")
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("  %(message)s"))
+        logger.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return ExitCode.USAGE
+    _setup_logging(args.verbose)
+    try:
+        return int(dispatch(args))
+    except TetherError as exc:
+        print(exc.render(), file=sys.stderr)
+        return int(exc.code)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception:  # a bug: say so, with the traceback, never a silent success
+        traceback.print_exc()
+        print(
+            "error: this is a bug in jupyter-tether; please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return ExitCode.INTERNAL

@@ -1,0 +1,45 @@
+"""`tether down`: stop the server, remove its socket and state, drop the forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyter_tether import launch, output, probe, ssh, state
+from jupyter_tether.commands._common import agent_python, target_for
+from jupyter_tether.config import check_name, resolve
+from jupyter_tether.errors import ExitCode, TetherError
+
+
+def down(name: str, *, ssh_config: Path | None = None, verbose: bool = False) -> int:
+    check_name(name)
+    progress = output.Progress(verbose=verbose)
+    rec = state.load(name)
+    if rec is not None:
+        target = target_for(rec, ssh_config)
+        python = agent_python(rec)
+    else:
+        # Not started from here: find it on the server the profile points at.
+        target = ssh.make_target(resolve(name).ssh, config_file=ssh_config)
+        python = ""
+    with progress.phase("connect", target.destination):
+        ssh.ensure_master(target)
+    if not python:
+        found = probe.probe(target)
+        mine = [s for s in found.servers if s.get("name") == name]
+        if not mine:
+            raise TetherError(
+                f"no server called {name!r} runs on {target.destination}",
+                hint="`tether ls` lists the servers this workstation knows",
+                code=ExitCode.NOT_FOUND,
+            )
+        python = str(mine[0].get("python") or "python3")
+    with progress.phase("stop", name):
+        answer = launch.call(target, python, {"op": "down", "name": name})
+    if rec is not None:
+        ssh.cancel_forward(target, rec.local_port, rec.remote)
+        state.remove(name)
+    if not any(r.ssh == target.destination for r in state.all_records()):
+        ssh.exit_master(target)
+    how = answer.get("how")
+    progress.say(f"stopped {name}" + (f" ({how})" if how and answer.get("stopped") else ""))
+    return ExitCode.OK

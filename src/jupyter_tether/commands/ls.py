@@ -1,0 +1,103 @@
+"""`tether ls`: every server this workstation knows, with its live state."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jupyter_tether import jupyter_api, launch, output, ssh, state
+from jupyter_tether.commands._common import agent_python, target_for
+from jupyter_tether.errors import TetherError
+
+
+def ls(*, names: list[str] | None = None, as_json: bool = False) -> int:
+    records = [r for r in state.all_records() if not names or r.name in names]
+    rows = [_row(rec) for rec in records]
+    if as_json:
+        output.emit_json(rows)
+    elif rows:
+        print(
+            output.table(
+                [_text(r) for r in rows],
+                ["name", "host", "state", "pid", "uptime", "kernels", "activity", "url"],
+            )
+        )
+    else:
+        print("no servers; start one with `tether up HOST`")
+    return 0
+
+
+def _row(rec: state.Record) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": rec.name,
+        "profile": rec.name,
+        "host": rec.ssh,
+        "hostname": rec.hostname,
+        "pid": rec.pid,
+        "local_port": rec.local_port,
+        "url": f"{rec.base_url}/",
+        "transport": rec.transport,
+        "started": rec.started,
+        "uptime": max(0.0, time.time() - rec.started) if rec.started else None,
+        "kernels": None,
+        "connections": None,
+        "last_activity": None,
+        "forwarded": False,
+    }
+    api = jupyter_api.status(rec.local_port, rec.token, timeout=3)
+    if api is not None:
+        row["forwarded"] = True
+        row["state"] = "running"
+    else:
+        try:
+            target = target_for(rec)
+            if not ssh.master_alive(target):
+                row["state"] = "disconnected"
+                return row
+            answer = launch.call(target, agent_python(rec), {"op": "status", "name": rec.name})
+        except TetherError as exc:
+            row["state"] = "unreachable"
+            row["detail"] = exc.message
+            return row
+        servers = answer.get("servers") or []
+        if not servers:
+            row["state"] = "stopped"
+            return row
+        health = servers[0].get("health", {})
+        row["state"] = (
+            "running (not forwarded)"
+            if health.get("state") == "running"
+            else str(health.get("state"))
+        )
+        row["detail"] = health.get("detail")
+        api = health.get("api")
+    if api:
+        row["kernels"] = api.get("kernels")
+        row["connections"] = api.get("connections")
+        row["last_activity"] = api.get("last_activity")
+    return row
+
+
+def _text(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "name": row["name"],
+        "host": row["host"],
+        "state": row["state"],
+        "pid": str(row["pid"]),
+        "uptime": output.ago(row["uptime"]) if row["uptime"] is not None else "-",
+        "kernels": "-" if row["kernels"] is None else str(row["kernels"]),
+        "activity": _activity(row["last_activity"]),
+        "url": row["url"],
+    }
+
+
+def _activity(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return output.ago((datetime.now(timezone.utc) - when).total_seconds()) + " ago"

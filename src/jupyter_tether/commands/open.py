@@ -1,0 +1,47 @@
+"""`tether open`: forward again (same local port when possible) and open the browser."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+
+from jupyter_tether import forward, jupyter_api, output, ssh, state
+from jupyter_tether.commands._common import record_or_fail, target_for
+from jupyter_tether.errors import ExitCode, TetherError
+
+
+def open_(
+    name: str,
+    *,
+    ssh_config: Path | None = None,
+    browser: bool = True,
+    as_json: bool = False,
+    verbose: bool = False,
+) -> int:
+    rec = record_or_fail(name)
+    target = target_for(rec, ssh_config)
+    progress = output.Progress(verbose=verbose, quiet=as_json)
+    with progress.phase("connect", rec.ssh):
+        ssh.ensure_master(target)
+    with progress.phase("forward"):
+        port = forward.establish(target, rec.remote, want=rec.local_port, fixed=False)
+    with progress.phase("ready", f"http://127.0.0.1:{port}"):
+        status, problem = jupyter_api.wait_status(port, rec.token, seconds=10)
+    if status is None:
+        ssh.cancel_forward(target, port, rec.remote)
+        raise TetherError(
+            f"{name}: the server on {rec.hostname} does not answer ({problem})",
+            hint=f"it may have stopped; `tether up {name}` starts it again",
+            code=ExitCode.SERVER_START,
+        )
+    if port != rec.local_port:
+        progress.say(f"  port {rec.local_port} is taken now; using {port}")
+        rec = state.Record(**{**rec.__dict__, "local_port": port})
+        state.save(rec)
+    if as_json:
+        output.emit_json({"name": name, "host": rec.ssh, "url": rec.url, "local_port": port})
+    else:
+        print(rec.url)
+    if browser:
+        webbrowser.open(rec.url)
+    return ExitCode.OK

@@ -1,0 +1,154 @@
+"""`tether up`: connect, probe, start (or reuse), forward, check, print the URL."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from jupyter_tether import config, forward, jupyter_api, launch, output, probe, ssh, state
+from jupyter_tether.errors import ExitCode, TetherError
+
+
+def up(
+    name: str,
+    *,
+    ssh_config: Path | None = None,
+    port: int | None = None,
+    browser: bool = True,
+    as_json: bool = False,
+    verbose: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> int:
+    profile = config.resolve(name, overrides=overrides)
+    if port is None:
+        port = profile.port
+    previous = state.load(profile.name)
+    if port is not None and not (previous and previous.local_port == port):
+        forward.check_port(port)  # before anything starts on the server
+    progress = output.Progress(verbose=verbose, quiet=as_json)
+    target = ssh.make_target(profile.ssh, config_file=ssh_config)
+
+    with progress.phase("connect", profile.ssh):
+        started_master = ssh.ensure_master(target)
+    try:
+        with progress.phase("probe"):
+            found = probe.probe(target)
+        python = launch.agent_python(profile, found)
+        transport = "tcp" if profile.transport == "tcp" else "socket"
+        with progress.phase("start", f"jupyter {profile.app} on {found.hostname}"):
+            server = launch.start(target, profile, found, python=python, transport=transport)
+        if server.get("reused"):
+            progress.say(f"  reusing the running server (pid {server['pid']})")
+        elif server["transport"] == "tcp" and transport == "socket":
+            progress.say("  this Jupyter is too old for a Unix socket: using TCP on 127.0.0.1")
+        local_port, server = _forward_and_check(
+            target, profile, found, server, python=python, port=port, progress=progress
+        )
+    except BaseException:
+        # Leave nothing behind that this command created: a master nobody uses goes too.
+        if started_master and not any(r.ssh == profile.ssh for r in state.all_records()):
+            ssh.exit_master(target)
+        raise
+    rec = state.Record(
+        name=profile.name,
+        ssh=profile.ssh,
+        ssh_config=str(ssh_config) if ssh_config else _env_ssh_config(),
+        token=server["token"],
+        local_port=local_port,
+        remote=_remote_end(server),
+        app=profile.app,
+        pid=int(server["pid"]),
+        hostname=str(server.get("hostname") or found.hostname),
+        started=float(server.get("started") or 0),
+        transport=server["transport"],
+        extra={
+            "python": python,
+            "rundir": server.get("rundir"),
+            "launcher": server.get("launcher"),
+        },
+    )
+    state.save(rec)
+    if as_json:
+        output.emit_json(
+            {
+                "host": profile.ssh,
+                "name": profile.name,
+                "url": rec.url,
+                "local_port": local_port,
+                "pid": rec.pid,
+                "state": "running",
+                "reused": bool(server.get("reused")),
+                "transport": rec.transport,
+                "remote": rec.remote,
+                "hostname": rec.hostname,
+                "versions": server.get("versions", {}),
+                "timings": progress.timings,
+            }
+        )
+    else:
+        print(rec.url)
+    if browser:
+        webbrowser.open(rec.url)
+    return ExitCode.OK
+
+
+def _remote_end(server: dict[str, Any]) -> str:
+    if server.get("sock"):
+        return str(server["sock"])
+    return f"127.0.0.1:{server['port']}"
+
+
+def _env_ssh_config() -> str | None:
+    import os
+
+    return os.environ.get("JUPYTER_TETHER_SSH_CONFIG") or None
+
+
+def _forward_and_check(
+    target: ssh.Target,
+    profile: config.Profile,
+    found: probe.Probe,
+    server: dict[str, Any],
+    *,
+    python: str,
+    port: int | None,
+    progress: output.Progress,
+) -> tuple[int, dict[str, Any]]:
+    previous = state.load(profile.name)
+    want = port if port is not None else (previous.local_port if previous else None)
+    with progress.phase("forward"):
+        local_port = forward.establish(
+            target, _remote_end(server), want=want, fixed=port is not None
+        )
+    with progress.phase("ready", f"http://127.0.0.1:{local_port}"):
+        status, problem = jupyter_api.wait_status(local_port, server["token"], seconds=15)
+    if status is not None:
+        return local_port, server
+    if server["transport"] == "socket" and profile.transport == "auto":
+        # The server answers on its socket (the agent checked) but not through the
+        # forward: sshd forbids stream-local forwarding. Restart it on TCP 127.0.0.1.
+        progress.say(
+            "  the server does not allow forwarding to a Unix socket: "
+            "restarting Jupyter on TCP 127.0.0.1"
+        )
+        ssh.cancel_forward(target, local_port, _remote_end(server))
+        launch.call(target, python, {"op": "down", "name": profile.name})
+        with progress.phase("start", "again, on TCP"):
+            server = launch.start(target, profile, found, python=python, transport="tcp")
+        with progress.phase("forward"):
+            local_port = forward.establish(
+                target, _remote_end(server), want=local_port, fixed=port is not None
+            )
+        with progress.phase("ready", f"http://127.0.0.1:{local_port}"):
+            status, problem = jupyter_api.wait_status(local_port, server["token"], seconds=15)
+        if status is not None:
+            return local_port, server
+    ssh.cancel_forward(target, local_port, _remote_end(server))
+    raise TetherError(
+        f"the server runs on {found.hostname}, but 127.0.0.1:{local_port} does not reach it "
+        f"({problem})",
+        hint="the server's sshd may forbid port forwarding (AllowTcpForwarding / "
+        "AllowStreamLocalForwarding); `tether logs` shows the server side",
+        code=ExitCode.SERVER_START,
+    )

@@ -1,0 +1,227 @@
+"""Profiles: ``[hosts.NAME]`` tables in a TOML file, resolved against CLI flags.
+
+``tether up X`` where X is no profile means "the ssh destination X, with defaults".
+A bad file is an error that names the file, the line where possible, and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_tether import paths
+from jupyter_tether.errors import ExitCode, TetherError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+APPS = ("lab", "notebook")
+TRANSPORTS = ("auto", "socket", "tcp")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything ``up`` needs to know about one server, after merging file and flags."""
+
+    name: str
+    ssh: str
+    app: str = "lab"
+    env: str | None = None
+    root_dir: str = "~"
+    modules: tuple[str, ...] = ()
+    nice: int = 10
+    env_vars: tuple[tuple[str, str], ...] = ()
+    port: int | None = None
+    transport: str = "auto"
+    startup_timeout: float = 90.0
+    source: str = "defaults"  # where the profile came from, for `tether config`
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["modules"] = list(self.modules)
+        d["env_vars"] = dict(self.env_vars)
+        d.pop("extra")
+        return d
+
+
+# key -> (accepted python types, human description). Order is the documented order.
+_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "ssh": ((str,), "a string (an ssh destination or ~/.ssh/config alias)"),
+    "app": ((str,), 'one of "lab", "notebook"'),
+    "env": ((str,), "a string (path to a venv or conda prefix on the server)"),
+    "root_dir": ((str,), "a string (a directory on the server)"),
+    "modules": ((list,), "a list of strings (module names)"),
+    "nice": ((int,), "an integer from 0 to 19"),
+    "env_vars": ((dict,), "a table of string values"),
+    "port": ((int,), "an integer from 1024 to 65535"),
+    "transport": ((str,), 'one of "auto", "socket", "tcp"'),
+    "startup_timeout": ((int, float), "a number of seconds"),
+}
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Parse the config file; a missing file is an empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise TetherError(
+            f"cannot read config file {path}: {exc.strerror}",
+            hint="check the file's permissions, or set JUPYTER_TETHER_CONFIG",
+            code=ExitCode.CONFIG,
+        ) from exc
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TetherError(
+            f"{path}: invalid TOML: {exc}",
+            hint="fix the syntax at that line (strings need quotes; tables look like [hosts.NAME])",
+            code=ExitCode.CONFIG,
+        ) from exc
+    _validate(path, text, data)
+    return data
+
+
+def _validate(path: Path, text: str, data: Mapping[str, Any]) -> None:
+    for top, value in data.items():
+        if top not in ("hosts", "defaults"):
+            _fail(
+                path, text, top, None, f"unknown top-level key {top!r}", "use [hosts.NAME] tables"
+            )
+        if not isinstance(value, dict):
+            _fail(path, text, top, None, f"{top!r} must be a table", f"write it as [{top}]")
+    for key, value in data.get("defaults", {}).items():
+        _check_key(path, text, "defaults", key, value)
+    for name, table in data.get("hosts", {}).items():
+        table_name = f"hosts.{name}"
+        if not isinstance(table, dict):
+            _fail(path, text, name, "hosts", f"[{table_name}] must be a table", None)
+        check_name(name, where=f"{path}: [{table_name}]")
+        for key, value in table.items():
+            _check_key(path, text, table_name, key, value)
+
+
+def _check_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
+    if key not in _KEYS:
+        close = [k for k in _KEYS if k.startswith(key[:3])]
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        _fail(
+            path,
+            text,
+            key,
+            table,
+            f"unknown key {key!r} in [{table}]",
+            f"{hint}known keys: {', '.join(_KEYS)}",
+        )
+    types, desc = _KEYS[key]
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if ok and key == "modules":
+        ok = all(isinstance(m, str) and m for m in value)
+    if ok and key == "env_vars":
+        ok = all(isinstance(v, str) for v in value.values())
+    if ok and key == "app":
+        ok = value in APPS
+    if ok and key == "transport":
+        ok = value in TRANSPORTS
+    if ok and key == "nice":
+        ok = 0 <= value <= 19
+    if ok and key == "port":
+        ok = 1024 <= value <= 65535
+    if ok and key == "startup_timeout":
+        ok = 0 < value <= 3600
+    if not ok:
+        _fail(path, text, key, table, f"[{table}] {key} = {value!r}: must be {desc}", None)
+
+
+def _fail(
+    path: Path, text: str, key: str, table: str | None, message: str, hint: str | None
+) -> None:
+    line = _find_line(text, key, table)
+    where = f"{path}:{line}" if line else str(path)
+    raise TetherError(
+        f"{where}: {message}", hint=hint or "see `tether config --help`", code=ExitCode.CONFIG
+    )
+
+
+def _find_line(text: str, key: str, table: str | None) -> int | None:
+    """Best-effort line number of ``key`` inside ``[table]`` (TOML parsers don't report it)."""
+    current: str | None = None
+    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.match(r"^\[+\s*([^\]]+?)\s*\]+", line)
+        if header:
+            current = header.group(1).replace('"', "").replace("'", "")
+            if table is None and current.split(".")[0] == key:
+                return number
+            if table is not None and current == f"{table}.{key}":
+                return number
+            continue
+        if current == table and key_re.match(line):
+            return number
+        if table is None and current is None and key_re.match(line):
+            return number
+    return None
+
+
+def check_name(name: str, *, where: str = "profile name") -> str:
+    """Profile and host names become file names locally and on the server: keep them plain."""
+    if not _NAME_RE.match(name):
+        raise TetherError(
+            f"{where}: {name!r} is not a usable name",
+            hint="use letters, digits, '.', '_', '-' or '@' (at most 64), starting with a "
+            "letter or digit; put the real ssh destination in the profile's `ssh` key",
+            code=ExitCode.CONFIG,
+        )
+    return name
+
+
+def resolve(
+    name: str,
+    *,
+    config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Profile:
+    """The profile ``name``: built-in defaults < [defaults] < [hosts.NAME] < CLI flags."""
+    check_name(name)
+    path = config_path or paths.config_file()
+    data = load_file(path)
+    merged: dict[str, Any] = dict(data.get("defaults", {}))
+    hosts = data.get("hosts", {})
+    source = "defaults"
+    if name in hosts:
+        merged.update(hosts[name])
+        source = f"{path} [hosts.{name}]"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            merged[key] = value
+    return Profile(
+        name=name,
+        ssh=merged.get("ssh", name),
+        app=merged.get("app", "lab"),
+        env=merged.get("env"),
+        root_dir=merged.get("root_dir", "~"),
+        modules=tuple(merged.get("modules", ())),
+        nice=int(merged.get("nice", 10)),
+        env_vars=tuple(sorted(merged.get("env_vars", {}).items())),
+        port=merged.get("port"),
+        transport=merged.get("transport", "auto"),
+        startup_timeout=float(merged.get("startup_timeout", 90.0)),
+        source=source,
+    )
+
+
+def profile_names(config_path: Path | None = None) -> list[str]:
+    data = load_file(config_path or paths.config_file())
+    return sorted(data.get("hosts", {}))

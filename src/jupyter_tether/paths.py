@@ -1,0 +1,100 @@
+"""Where jupyter-tether keeps things on the workstation.
+
+All local paths come from here so that tests (and careful users) can move them with
+environment variables instead of touching the real home directory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import platformdirs
+
+from jupyter_tether.errors import ExitCode, TetherError
+
+APP = "jupyter-tether"
+
+
+def config_file() -> Path:
+    """The profiles file: ``$JUPYTER_TETHER_CONFIG`` or the platform's config dir."""
+    override = os.environ.get("JUPYTER_TETHER_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def state_dir() -> Path:
+    """Local state (known servers, supervisor records): ``$JUPYTER_TETHER_STATE_DIR``."""
+    override = os.environ.get("JUPYTER_TETHER_STATE_DIR")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_state_dir(APP))
+
+
+def cache_dir() -> Path:
+    """Downloaded wheels and binaries: ``$JUPYTER_TETHER_CACHE_DIR``."""
+    override = os.environ.get("JUPYTER_TETHER_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_cache_dir(APP))
+
+
+def runtime_dir() -> Path:
+    """A private directory with a short path, for ssh control sockets.
+
+    Unix socket paths are limited to about 107 bytes and ssh appends a random suffix
+    while it creates a ControlPath, so this must stay short: ``$XDG_RUNTIME_DIR`` when
+    there is one, else ``/tmp/jupyter-tether-UID``.
+    """
+    override = os.environ.get("JUPYTER_TETHER_RUNTIME_DIR")
+    if override:
+        return ensure_private_dir(Path(override).expanduser())
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and Path(xdg).is_dir():
+        return ensure_private_dir(Path(xdg) / APP)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return ensure_private_dir(Path(tempfile.gettempdir()) / f"{APP}-{uid}")
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` as a 0700 directory, or check that an existing one is ours and private.
+
+    A directory somebody else created (or a symlink planted in a shared /tmp) is refused
+    rather than followed.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise TetherError(
+            f"{path} is not a directory (or is a symlink)",
+            hint="remove it, or point JUPYTER_TETHER_RUNTIME_DIR somewhere private",
+            code=ExitCode.ERROR,
+        )
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise TetherError(
+            f"{path} belongs to another user (uid {st.st_uid})",
+            hint="somebody may be squatting on it; set JUPYTER_TETHER_RUNTIME_DIR to a private dir",
+        )
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, data: str) -> None:
+    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,319 @@
+"""Shared fixtures: real SSH servers, accounts and a Jupyter environment on this machine.
+
+Sections (add new fixtures to the section they belong to, or a new section):
+
+1. Markers and collection
+2. Session work directory
+3. Accounts and running commands as them
+4. The Jupyter environment on the "server"
+5. SSH servers and the sandbox ssh config
+6. Per-test tool directories
+
+Everything the suite starts lives in one session directory under /tmp (kept after the
+run when ``JUPYTER_TETHER_KEEP_SANDBOX=1``). As root the "remote" account is a real
+non-root account (``tether-test``); as an ordinary user it is that user, whose real home
+then plays the server's home (the Jupyter environment goes to ``~/jlab``).
+
+All sandbox hosts share ONE ssh config file, ``sandbox_ssh_config.path``: ``tt-server``
+and ``tt-other`` (fixture ``sshd``), ``tt-jump`` and ``tt-far`` (fixture ``topology``).
+Each fixture adds its aliases when it starts, so use the alias only together with the
+fixture that provides it. ``JUPYTER_TETHER_SSH_CONFIG`` points at it in every test.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from jupyter_tether.sandbox import (
+    HostEntry,
+    SshServer,
+    Topology,
+    build_topology,
+    ensure_user,
+    generate_key,
+    host_entry,
+    make_jupyter_env,
+    start_sshd,
+    stop_sshd,
+    teardown_topology,
+    unique_prefix,
+    write_ssh_config,
+)
+from tests.helpers import Tether, kill_masters
+
+IS_ROOT = os.geteuid() == 0
+REMOTE_USER = "tether-test"
+OTHER_USER = "tether-other"
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
+
+
+# --------------------------------------------------------------------------- 1. markers
+
+# Tests that use these fixtures get the marker automatically, so that
+# `pytest -m "not e2e and not netns"` stays fast without every test repeating it.
+_FIXTURE_MARKERS = {
+    "sshd": "e2e",
+    "jupyter_env": "e2e",
+    "topology": "netns",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixturenames = getattr(item, "fixturenames", ())
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in fixturenames:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+# --------------------------------------------------------------------------- 2. work dir
+
+
+@pytest.fixture(scope="session")
+def sandbox_dir() -> Iterator[Path]:
+    """A short session directory under /tmp, searchable (0711) by the test accounts,
+    since sshd reads their authorized keys from it with their uid."""
+    path = Path(tempfile.mkdtemp(prefix="tts-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    if os.environ.get("JUPYTER_TETHER_KEEP_SANDBOX") != "1":
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- 3. accounts
+
+
+def _current_user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+@pytest.fixture(scope="session")
+def remote_user() -> str:
+    """Name of the account the sandbox servers log in: ``tether-test`` as root, else you."""
+    if IS_ROOT:
+        return ensure_user(REMOTE_USER).pw_name
+    return _current_user()
+
+
+@pytest.fixture(scope="session")
+def other_user() -> str:
+    """A second account on the same servers (``tether-other``); root only."""
+    if not IS_ROOT:
+        pytest.skip("a second account needs root")
+    return ensure_user(OTHER_USER).pw_name
+
+
+def home_of(user: str) -> Path:
+    return Path(pwd.getpwnam(user).pw_dir)
+
+
+def as_user(
+    user: str,
+    argv: Sequence[str],
+    *,
+    timeout: float = 120,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as ``user`` (via runuser when that is another account), in their home,
+    with a clean environment, and return what it did. Skips the test when impossible."""
+    env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": str(home_of(user)), "USER": user}
+    if user != _current_user():
+        if not IS_ROOT:
+            pytest.skip(f"running commands as {user} needs root")
+        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+        assert runuser is not None, "runuser (util-linux) is missing"
+        argv = [runuser, "-u", user, "--", *argv]
+    return subprocess.run(
+        list(argv),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=home_of(user),
+        check=False,
+    )
+
+
+# --------------------------------------------------------------------------- 4. Jupyter
+
+
+@pytest.fixture(scope="session")
+def jupyter_env(remote_user: str) -> Path:
+    """A venv with JupyterLab at ``~remote_user/jlab``, owned by remote_user (cached)."""
+    return make_jupyter_env(remote_user, home_of(remote_user) / "jlab")
+
+
+# --------------------------------------------------------------------------- 5. sshd
+
+
+@dataclass
+class SandboxSshConfig:
+    """The one ssh config file of the session; fixtures add their hosts to it."""
+
+    path: Path
+    entries: dict[str, HostEntry] = field(default_factory=dict)
+
+    def add(self, *entries: HostEntry) -> None:
+        for entry in entries:
+            self.entries[entry.alias] = entry
+        write_ssh_config(self.path, list(self.entries.values()))
+
+    def ssh(
+        self, host: str, *command: str, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """``ssh -F <config> host command...`` from this process's account."""
+        return subprocess.run(
+            ["ssh", "-F", str(self.path), host, *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def sandbox_ssh_config(sandbox_dir: Path) -> SandboxSshConfig:
+    """The session's ssh config (empty until ``sshd`` or ``topology`` add hosts)."""
+    config = SandboxSshConfig(sandbox_dir / "ssh" / "config")
+    config.add()
+    return config
+
+
+@pytest.fixture(scope="session")
+def client_key(sandbox_dir: Path) -> Path:
+    """The private key every sandbox server accepts for every sandbox user."""
+    return generate_key(sandbox_dir / "ssh" / "id_ed25519", comment="tether-test-client")
+
+
+@dataclass(frozen=True)
+class LocalSshd:
+    server: SshServer
+    ssh_config: SandboxSshConfig
+    user: str
+    other_user: str | None  # None when not root
+    host: str = "tt-server"
+    other_host: str | None = "tt-other"
+
+
+@pytest.fixture(scope="session")
+def sshd(
+    sandbox_dir: Path,
+    sandbox_ssh_config: SandboxSshConfig,
+    client_key: Path,
+    remote_user: str,
+) -> Iterator[LocalSshd]:
+    """A real sshd on 127.0.0.1: alias ``tt-server`` logs in remote_user and, as root,
+    ``tt-other`` logs in ``tether-other``."""
+    other = ensure_user(OTHER_USER).pw_name if IS_ROOT else None
+    users = [remote_user] if other is None else [remote_user, other]
+    server = start_sshd(sandbox_dir / "sshd", users=users, client_key=client_key)
+    try:
+        sandbox_ssh_config.add(host_entry(server, "tt-server", user=remote_user))
+        if other is not None:
+            sandbox_ssh_config.add(host_entry(server, "tt-other", user=other))
+        yield LocalSshd(
+            server=server,
+            ssh_config=sandbox_ssh_config,
+            user=remote_user,
+            other_user=other,
+            other_host="tt-other" if other else None,
+        )
+    finally:
+        stop_sshd(server)
+
+
+@dataclass(frozen=True)
+class SandboxTopology:
+    topology: Topology
+    jump: SshServer
+    far: SshServer
+    ssh_config: SandboxSshConfig
+    user: str
+    jump_host: str = "tt-jump"
+    far_host: str = "tt-far"
+
+
+@pytest.fixture(scope="session")
+def topology(
+    sandbox_dir: Path,
+    sandbox_ssh_config: SandboxSshConfig,
+    client_key: Path,
+    remote_user: str,
+) -> Iterator[SandboxTopology]:
+    """workstation -> jump host -> server in network namespaces (root only), with an
+    sshd on port 22 of each: alias ``tt-jump``, and ``tt-far`` (``ProxyJump tt-jump``),
+    both logging in remote_user. Only the jump host is reachable from here."""
+    if not IS_ROOT:
+        pytest.skip("network namespaces need root")
+    topo = build_topology(unique_prefix())
+    servers: list[SshServer] = []
+    try:
+        for name, ns, address in (
+            ("jump", topo.jump_ns, topo.jump_address),
+            ("far", topo.server_ns, topo.server_address),
+        ):
+            servers.append(
+                start_sshd(
+                    sandbox_dir / f"sshd-{name}",
+                    users=[remote_user],
+                    listen=address,
+                    netns=ns,
+                    client_key=client_key,
+                )
+            )
+        jump, far = servers
+        sandbox_ssh_config.add(
+            host_entry(jump, "tt-jump", user=remote_user),
+            host_entry(far, "tt-far", user=remote_user, proxy_jump="tt-jump"),
+        )
+        yield SandboxTopology(
+            topology=topo, jump=jump, far=far, ssh_config=sandbox_ssh_config, user=remote_user
+        )
+    finally:
+        for server in servers:
+            stop_sshd(server)
+        teardown_topology(topo)
+
+
+# --------------------------------------------------------------------------- 6. tool dirs
+
+
+@pytest.fixture(autouse=True)
+def tether_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox_ssh_config: SandboxSshConfig
+) -> Iterator[Path]:
+    """Point every local directory of the tool into this test's tmp_path (the runtime
+    dir, which holds ssh control sockets, into a short /tmp dir instead) and its ssh
+    config at the sandbox's. Yields the tmp_path."""
+    runtime = Path(tempfile.mkdtemp(prefix="ttr-", dir="/tmp"))
+    monkeypatch.setenv("JUPYTER_TETHER_CONFIG", str(tmp_path / "config" / "config.toml"))
+    monkeypatch.setenv("JUPYTER_TETHER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("JUPYTER_TETHER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("JUPYTER_TETHER_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("JUPYTER_TETHER_SSH_CONFIG", str(sandbox_ssh_config.path))
+    yield tmp_path
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- 7. the CLI
+
+
+@pytest.fixture
+def tether(tether_home: Path) -> Iterator[Tether]:
+    """Runs ``tether ...`` in-process (``tether("up", "tt-server")``) and writes profiles
+    (``tether.profile("tt-server", env=...)``). Ends the ssh masters the test left."""
+    yield Tether(Path(os.environ["JUPYTER_TETHER_CONFIG"]))
+    kill_masters(Path(os.environ["JUPYTER_TETHER_RUNTIME_DIR"]))

@@ -1,0 +1,140 @@
+"""Failures of `tether up`: a clear message, a documented exit code, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jupyter_tether import state
+from jupyter_tether.errors import ExitCode
+from jupyter_tether.sandbox import generate_key, host_entry
+from tests.conftest import IS_ROOT, LocalSshd, home_of
+from tests.helpers import Run, Tether, remote_procs
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_clean(tether_home: Path, sshd: LocalSshd, name: str) -> None:
+    """Neither side keeps anything of a failed `up`."""
+    assert state.load(name) is None
+    assert not remote_procs(sshd.user, "jupyter")
+    remote_servers = home_of(sshd.user) / ".local/state/jupyter-tether/servers"
+    assert not (remote_servers / name).exists()
+    cm = Path(os.environ["JUPYTER_TETHER_RUNTIME_DIR"]) / "cm"
+    leftovers = [p for p in cm.iterdir() if p.is_socket()] if cm.is_dir() else []
+    assert not leftovers, f"ssh master left running: {leftovers}"
+
+
+def assert_failed(res: Run, code: ExitCode, *words: str) -> None:
+    assert res.rc == code, (res.rc, res.err)
+    text = res.err.lower()
+    assert "error:" in text and "hint:" in text, res.err
+    for word in words:
+        assert word.lower() in text, res.err
+    assert "traceback" not in text
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not IS_ROOT, reason="an isolated network namespace needs root")
+def test_unknown_host(tether_home: Path, sshd: LocalSshd) -> None:
+    """Name resolution fails for real, in a namespace with no network at all, so that
+    the lookup never leaves this machine."""
+    ns = f"tt-iso-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        res = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-m",
+                "jupyter_tether",
+                "up",
+                "no-such-host.example",
+                "--no-browser",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    assert_failed(
+        Run(res.returncode, res.stdout, res.stderr),
+        ExitCode.SSH_CONNECT,
+        "unknown host",
+        "no-such-host.example",
+    )
+    assert state.load("no-such-host.example") is None
+
+
+def test_auth_failure(
+    tether: Tether, tether_home: Path, sshd: LocalSshd, jupyter_env: Path
+) -> None:
+    stranger = generate_key(tether_home / "stranger", comment="not authorized")
+    entry = host_entry(sshd.server, "tt-stranger", user=sshd.user)
+    sshd.ssh_config.add(entry.__class__(**{**entry.__dict__, "identity_file": stranger}))
+    tether.profile("tt-stranger", env=str(jupyter_env))
+    res = tether("up", "tt-stranger", "--no-browser")
+    assert_failed(res, ExitCode.SSH_AUTH, "permission denied", "publickey", "ssh-add")
+    assert_clean(tether_home, sshd, "tt-stranger")
+
+
+def test_jupyter_missing_on_server(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:
+    # The test account has no Jupyter on its login PATH.
+    res = tether("up", "tt-server", "--no-browser")
+    assert_failed(res, ExitCode.REMOTE_ENV, "jupyter", "not installed", "env")
+    assert_clean(tether_home, sshd, "tt-server")
+
+
+def test_env_without_jupyter(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:
+    tether.profile("tt-server", env="~/no-such-env")
+    res = tether("up", "tt-server", "--no-browser")
+    assert_failed(res, ExitCode.REMOTE_ENV, "~/no-such-env")
+    assert_clean(tether_home, sshd, "tt-server")
+
+
+def test_bad_config_file(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:
+    tether.config_path.parent.mkdir(parents=True, exist_ok=True)
+    tether.config_path.write_text('[hosts.tt-server]\nenv = "~/jlab"\nnicee = 3\n')
+    res = tether("up", "tt-server", "--no-browser")
+    assert_failed(res, ExitCode.CONFIG, str(tether.config_path) + ":3", "nicee")
+    assert_clean(tether_home, sshd, "tt-server")
+
+
+def test_local_port_busy(
+    tether: Tether, tether_home: Path, sshd: LocalSshd, jupyter_env: Path
+) -> None:
+    tether.profile("tt-server", env=str(jupyter_env))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = tether("up", "tt-server", "--no-browser", "--port", str(port))
+    assert_failed(res, ExitCode.LOCAL_PORT, str(port), "busy")
+    assert_clean(tether_home, sshd, "tt-server")
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root may bind privileged ports")
+def test_privileged_port(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:
+    res = tether("up", "tt-server", "--no-browser", "--port", "80")
+    assert_failed(res, ExitCode.LOCAL_PORT, "privileged")
+
+
+def test_ssh_missing_is_plain_words(tether: Tether, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = Path(shutil.which("true") or "/bin/true").parent / "no-such-dir"
+    monkeypatch.setenv("PATH", str(empty))
+    res = tether("up", "tt-server", "--no-browser")
+    assert_failed(res, ExitCode.ERROR, "ssh", "not installed")

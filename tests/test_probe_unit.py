@@ -1,0 +1,100 @@
+"""Parsing the probe's output, including rc-file chatter around it."""
+
+from __future__ import annotations
+
+import pytest
+
+from jupyter_tether import probe, remote
+
+SAMPLE = """Welcome to the cluster! (printed by a .bashrc)
+@@T probe_version=1
+@@T os=Linux
+@@T arch=x86_64
+@@T hostname=aura
+@@T uid=1000
+@@T user=ada
+@@T home=/home/ada
+@@T glibc=2.36
+@@T home_free_kb=123456
+@@T xdg_runtime_dir=
+@@T linger=no
+@@T login_path=/home/ada/.local/bin:/usr/bin:/bin
+@@T module_init=/usr/share/modules/init/sh
+@@T lmod=
+@@T tool_tmux=/usr/bin/tmux
+@@T tool_screen=
+@@T python=/usr/bin/python3 3.11.2
+@@T python=/usr/bin/python3.9 3.9.18
+@@T python=/usr/bin/python3 3.11.2
+@@T jupyter=/home/ada/venv/bin/jupyter
+@@T jupyter_shebang=#!/home/ada/venv/bin/python3
+@@T server={"name": "aura", "pid": 42}
+@@T done=1
+"""
+
+
+def test_parse_sample() -> None:
+    p = probe.parse(SAMPLE)
+    assert p.hostname == "aura"
+    assert p.glibc == "2.36"
+    assert p.home_free_kb == 123456
+    assert p.has("tmux") and not p.has("screen")
+    assert [py.path for py in p.pythons] == ["/usr/bin/python3", "/usr/bin/python3.9"]
+    best = p.best_python()
+    assert best is not None and best.version_str == "3.11.2"
+    assert p.jupyter_python() == "/home/ada/venv/bin/python3"
+    assert p.servers == ({"name": "aura", "pid": 42},)
+    assert p.module_init == "/usr/share/modules/init/sh"
+
+
+def test_env_shebang_resolves_through_candidates() -> None:
+    text = SAMPLE.replace("#!/home/ada/venv/bin/python3", "#!/usr/bin/env python3.9")
+    assert probe.parse(text).jupyter_python() == "/usr/bin/python3.9"
+
+
+def test_truncated_probe_is_an_error() -> None:
+    with pytest.raises(ValueError, match="incomplete"):
+        probe.parse(SAMPLE.replace("@@T done=1\n", ""))
+
+
+def test_probe_script_runs_under_dash_and_bash(tmp_path: object) -> None:
+    import shutil
+    import subprocess
+
+    for shell in ("sh", "bash", "dash"):
+        exe = shutil.which(shell)
+        if exe is None:
+            continue
+        out = subprocess.run(
+            [exe, "-s"], input=remote.probe_script(), capture_output=True, text=True, timeout=60
+        )
+        p = probe.parse(out.stdout)
+        assert p.uid >= 0
+        assert p.pythons, "at least one python3 should be found on this machine"
+
+
+def test_agent_script_reports_missing_python() -> None:
+    import subprocess
+
+    script = remote.agent_script("/nonexistent/bin/python", {"op": "status"})
+    out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30)
+    answer = remote.parse_answer(out.stdout)
+    assert answer is not None
+    assert answer["ok"] is False
+    assert answer["kind"] == "no_python"
+
+
+def test_agent_script_survives_bash_read_ahead() -> None:
+    """bash reads ahead on pipes; the here-document still delivers the request."""
+    import subprocess
+    import sys
+
+    script = remote.agent_script(sys.executable, {"op": "status", "name": "none-such"})
+    for shell in ("bash", "sh"):
+        out = subprocess.run(
+            [shell, "-s"], input=script, capture_output=True, text=True, timeout=30
+        )
+        answer = remote.parse_answer(out.stdout)
+        assert answer is not None, out.stderr
+        assert answer["ok"] is True
+        assert answer["servers"] == []
