@@ -44,13 +44,14 @@ def probe_script() -> str:
     return f"TETHER_STATE={STATE_EXPR}\n{read('probe.sh')}"
 
 
-def agent_script(python: str, request: dict[str, Any]) -> str:
-    """The sh text that runs the agent under ``python`` with ``request`` on its stdin.
+def agent_script(python: str, request: dict[str, Any], *, program: str = "agent.py") -> str:
+    """The sh text that runs ``program`` (a stdlib-only file in this package; the agent
+    by default) under ``python`` with ``request`` on its stdin.
 
     A here-document, not the rest of ssh's stdin: bash (``sh`` on many distributions)
     reads ahead on pipes, so only a here-document reliably reaches the child.
     """
-    code = read("agent.py")
+    code = read(program)
     payload = json.dumps(request)
     if _EOF in payload or _EOF in code:
         raise ValueError("request contains the here-document delimiter")
@@ -80,10 +81,18 @@ def parse_answer(stdout: str) -> dict[str, Any] | None:
 
 
 def call_agent(
-    target: ssh.Target, python: str, request: dict[str, Any], *, timeout: float = 180
+    target: ssh.Target,
+    python: str,
+    request: dict[str, Any],
+    *,
+    timeout: float = 180,
+    program: str = "agent.py",
 ) -> dict[str, Any]:
-    """Run one agent operation; raise a TetherError for ssh failures or a silent agent."""
-    res = ssh.run_script(target, agent_script(python, request), timeout=timeout)
+    """Run one operation of ``program`` on the server and return its JSON answer.
+
+    Raises a TetherError for ssh failures or a program that gave no answer.
+    """
+    res = ssh.run_script(target, agent_script(python, request, program=program), timeout=timeout)
     answer = parse_answer(res.stdout)
     if answer is None:
         detail = ssh.first_meaningful_line(res.stderr) or f"exit status {res.returncode}"
