@@ -37,14 +37,25 @@ class Tether:
         self.write()
 
     def write(self) -> None:
-        import json
-
         lines = []
         for name, keys in self.profiles.items():
             lines.append(f'[hosts."{name}"]')
-            lines.extend(f"{k} = {json.dumps(v)}" for k, v in keys.items())
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in keys.items())
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text("\n".join(lines) + "\n")
+
+
+def toml_value(value: object) -> str:
+    """Enough TOML for profiles: strings, numbers, booleans, lists, inline tables."""
+    import json
+
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def remote_procs(user: str, pattern: str) -> list[str]:

@@ -163,6 +163,9 @@ def _setup_logging(verbose: bool) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("  %(message)s"))
         logger.addHandler(handler)
+    for existing in logger.handlers:
+        if isinstance(existing, logging.StreamHandler):
+            existing.setStream(sys.stderr)  # whatever stderr is now (tests redirect it)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

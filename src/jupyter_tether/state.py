@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jupyter_tether import paths
+from jupyter_tether.errors import ExitCode, TetherError
 
 
 @dataclass(frozen=True)
@@ -69,3 +75,53 @@ def all_records() -> list[Record]:
         if rec is not None:
             out.append(rec)
     return out
+
+
+def _host_file(ssh: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "._@-" else "_" for c in ssh)
+    return paths.state_dir() / "hosts" / f"{safe}.json"
+
+
+def host_fact(ssh: str, key: str) -> Any:
+    """Something learned about a host that saves work next time (None when unknown)."""
+    try:
+        data = json.loads(_host_file(ssh).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def set_host_fact(ssh: str, key: str, value: Any) -> None:
+    path = _host_file(ssh)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    data[key] = value
+    paths.write_private(path, json.dumps(data))
+
+
+@contextlib.contextmanager
+def lock(name: str, *, timeout: float = 300) -> Iterator[None]:
+    """One local `up`/`open`/`down` per server at a time, so concurrent commands agree on
+    one record and one local port (the server side has its own lock)."""
+    d = paths.state_dir() / "locks"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(d / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TetherError(
+                        f"another tether command has been busy with {name!r} for {timeout:.0f} s",
+                        hint="wait for it to finish (it may be waiting for a password prompt)",
+                        code=ExitCode.ERROR,
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

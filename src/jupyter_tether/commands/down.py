@@ -12,6 +12,11 @@ from jupyter_tether.errors import ExitCode, TetherError
 
 def down(name: str, *, ssh_config: Path | None = None, verbose: bool = False) -> int:
     check_name(name)
+    with state.lock(name):
+        return _down(name, ssh_config=ssh_config, verbose=verbose)
+
+
+def _down(name: str, *, ssh_config: Path | None, verbose: bool) -> int:
     progress = output.Progress(verbose=verbose)
     rec = state.load(name)
     if rec is not None:

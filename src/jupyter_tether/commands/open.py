@@ -18,6 +18,13 @@ def open_(
     as_json: bool = False,
     verbose: bool = False,
 ) -> int:
+    with state.lock(name):
+        return _open(name, ssh_config=ssh_config, browser=browser, as_json=as_json, verbose=verbose)
+
+
+def _open(
+    name: str, *, ssh_config: Path | None, browser: bool, as_json: bool, verbose: bool
+) -> int:
     rec = record_or_fail(name)
     target = target_for(rec, ssh_config)
     progress = output.Progress(verbose=verbose, quiet=as_json)

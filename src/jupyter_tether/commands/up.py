@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import webbrowser
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,26 @@ def up(
     overrides: dict[str, Any] | None = None,
 ) -> int:
     profile = config.resolve(name, overrides=overrides)
+    with state.lock(profile.name):
+        return _up(
+            profile,
+            ssh_config=ssh_config,
+            port=port,
+            browser=browser,
+            as_json=as_json,
+            verbose=verbose,
+        )
+
+
+def _up(
+    profile: config.Profile,
+    *,
+    ssh_config: Path | None,
+    port: int | None,
+    browser: bool,
+    as_json: bool,
+    verbose: bool,
+) -> int:
     if port is None:
         port = profile.port
     previous = state.load(profile.name)
@@ -35,7 +56,11 @@ def up(
         with progress.phase("probe"):
             found = probe.probe(target)
         python = launch.agent_python(profile, found)
-        transport = "tcp" if profile.transport == "tcp" else "socket"
+        transport = "socket"
+        if profile.transport == "tcp" or (
+            profile.transport == "auto" and state.host_fact(profile.ssh, "streamlocal") is False
+        ):
+            transport = "tcp"
         with progress.phase("start", f"jupyter {profile.app} on {found.hostname}"):
             server = launch.start(target, profile, found, python=python, transport=transport)
         if server.get("reused"):
@@ -100,8 +125,6 @@ def _remote_end(server: dict[str, Any]) -> str:
 
 
 def _env_ssh_config() -> str | None:
-    import os
-
     return os.environ.get("JUPYTER_TETHER_SSH_CONFIG") or None
 
 
@@ -122,10 +145,13 @@ def _forward_and_check(
             target, _remote_end(server), want=want, fixed=port is not None
         )
     with progress.phase("ready", f"http://127.0.0.1:{local_port}"):
-        status, problem = jupyter_api.wait_status(local_port, server["token"], seconds=15)
+        # The agent saw the server answer on the server; through a working forward that
+        # takes one round trip, so a few seconds of failures mean the forward is refused.
+        status, problem = jupyter_api.wait_status(local_port, server["token"], seconds=6)
     if status is not None:
         return local_port, server
     if server["transport"] == "socket" and profile.transport == "auto":
+        state.set_host_fact(profile.ssh, "streamlocal", False)
         # The server answers on its socket (the agent checked) but not through the
         # forward: sshd forbids stream-local forwarding. Restart it on TCP 127.0.0.1.
         progress.say(

@@ -492,12 +492,11 @@ def wait_ready(p: Paths, rundir: str, facts: Json, deadline: float) -> Json:
     st: Json = {"sock": facts.get("sock")}
     delay = 0.05
     while time.monotonic() < deadline:
-        if pid is None:
-            try:
-                with open(pidfile) as f:
-                    pid = int(f.read().strip() or 0) or None
-            except (OSError, ValueError):
-                pid = None
+        try:  # re-read: run.sh writes its own pid first, then Jupyter's
+            with open(pidfile) as f:
+                pid = int(f.read().strip() or 0) or pid
+        except (OSError, ValueError):
+            pass
         if pid is not None and not pid_alive(pid):
             raise AgentError(
                 "start_failed",

@@ -10,6 +10,9 @@ here=$(dirname "$0")
 unset JUPYTER_PORT JUPYTER_TOKEN JUPYTER_TOKEN_FILE
 umask 077
 cd "$HOME" || exit 1
+# Our own pid first, so a failure before Jupyter starts (a module that won't load) is
+# seen at once instead of at the start-up deadline; replaced by Jupyter's pid below.
+echo $$ >"$TETHER_PIDFILE"
 
 if [ -n "$TETHER_MODULES" ]; then
     if ! command -v module >/dev/null 2>&1 && [ -n "$TETHER_MODULE_INIT" ]; then
@@ -28,6 +31,5 @@ if [ -t 1 ]; then
     sh -c 'echo $$ >"$0"; exec "$@"' "$TETHER_PIDFILE" nice -n "$TETHER_NICE" "$@" \
         </dev/null 2>&1 | tee -a "$TETHER_LOG"
 else
-    echo $$ >"$TETHER_PIDFILE"
     exec nice -n "$TETHER_NICE" "$@" </dev/null >>"$TETHER_LOG" 2>&1
 fi
