@@ -13,7 +13,7 @@ import pytest
 
 from jupyter_tether import state
 from jupyter_tether.errors import ExitCode
-from jupyter_tether.sandbox import generate_key, host_entry
+from jupyter_tether.sandbox import generate_key, host_entry, write_ssh_config
 from tests.conftest import IS_ROOT, LocalSshd, home_of
 from tests.helpers import Run, Tether, remote_procs
 
@@ -138,3 +138,17 @@ def test_ssh_missing_is_plain_words(tether: Tether, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", str(empty))
     res = tether("up", "tt-server", "--no-browser")
     assert_failed(res, ExitCode.ERROR, "ssh", "not installed")
+
+
+def test_host_key_mismatch(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:
+    """known_hosts pins another key for the server: a man in the middle, or a reinstall."""
+    impostor = generate_key(tether_home / "impostor", comment="some other host")
+    other_key = " ".join(Path(f"{impostor}.pub").read_text().split()[:2])
+    entry = host_entry(sshd.server, "tt-impostor", user=sshd.user)
+    config = write_ssh_config(
+        tether_home / "impostor_config",
+        [entry.__class__(**{**entry.__dict__, "host_public_key": other_key})],
+    )
+    res = tether("up", "tt-impostor", "--no-browser", "--ssh-config", str(config))
+    assert_failed(res, ExitCode.SSH_AUTH, "host key", "ssh-keygen -R")
+    assert_clean(tether_home, sshd, "tt-impostor")
