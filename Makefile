@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test test-fast
+.PHONY: setup lint test test-fast bench
 
 ## setup: Debian packages (as root; otherwise lists what is missing), uv, and .venv
 setup:
@@ -31,3 +31,8 @@ test-fast:
 	rc=0; $(BIN)/pytest -m "not e2e and not netns" $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; \
 	exit $$rc
+
+## bench: the benchmarks (root; BENCH_ARGS=--full for the issue's sizes); see benchmarks/README.md
+BENCH_ARGS ?=
+bench: setup
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)

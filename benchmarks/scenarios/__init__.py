@@ -1,0 +1,13 @@
+"""The scenarios: one module per comparison, each registering its function."""
+
+from __future__ import annotations
+
+import importlib
+
+MODULES = ("warm_up", "forward", "scale", "cold_up", "reconnect")
+
+
+def load() -> None:
+    """Import every scenario module, which registers them in order."""
+    for name in MODULES:
+        importlib.import_module(f"benchmarks.scenarios.{name}")

@@ -1,0 +1,84 @@
+"""Forward throughput and latency, on three paths to the same Jupyter Unix socket:
+
+* tether: the forward `tether up` set up (through its ssh ControlMaster);
+* ssh -L: a plain ``ssh -N -L 127.0.0.1:PORT:/path/jupyter.sock`` of its own;
+* direct: this process connecting to the socket itself (the sandbox server is this
+  machine), the physical limit with no ssh at all.
+
+The download goes through ``/files/`` (what Lab's Download uses; the contents API
+would base64-encode the bytes in the server, which measures Jupyter, not the forward).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from benchmarks import manual
+from benchmarks.bench import BENCH_USER, Bench, home, write_as
+from benchmarks.probes import Endpoint, download, kernel_latencies, rest_latencies, wait_answering
+from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
+from benchmarks.scenarios.warm_up import endpoint_of, running_server
+from benchmarks.sizes import Sizes
+from benchmarks.stats import percentile
+
+PATHS = ("ssh -L", "tether", "direct socket")
+
+
+def figures(path: str) -> dict[str, Figure]:
+    versus = None if path == "ssh -L" else "ssh -L"
+    return {
+        "mbps": Figure(f"{path}: download", "MB/s", better="higher", versus=_v(versus, "download")),
+        "rest50": Figure(f"{path}: REST p50", "ms", versus=_v(versus, "REST p50")),
+        "rest99": Figure(f"{path}: REST p99", "ms", versus=_v(versus, "REST p99")),
+        "kern50": Figure(f"{path}: kernel exec p50", "ms", versus=_v(versus, "kernel exec p50")),
+        "kern99": Figure(f"{path}: kernel exec p99", "ms", versus=_v(versus, "kernel exec p99")),
+    }
+
+
+def _v(path: str | None, what: str) -> str | None:
+    return f"{path}: {what}" if path else None
+
+
+def _endpoints(bench: Bench, stack: contextlib.ExitStack) -> dict[str, Endpoint]:
+    info = running_server(bench, stack)
+    tether = endpoint_of(info)
+    sock = str(info.get("remote") or "")
+    if info.get("transport") != "socket" or not sock.startswith("/"):
+        raise NotMeasured(f"tether chose transport {info.get('transport')} ({sock}), not a socket")
+    proc, port = manual.tunnel(bench, bench.main_host, sock)
+    stack.callback(manual.stop, proc)
+    plain = Endpoint(token=tether.token, port=port)
+    if wait_answering(plain, seconds=30) is None:
+        raise NotMeasured("a plain ssh -L to the server's socket did not answer")
+    return {"tether": tether, "ssh -L": plain, "direct socket": Endpoint(tether.token, sock=sock)}
+
+
+def _payload(bench: Bench, stack: contextlib.ExitStack, megabytes: int) -> tuple[str, int]:
+    name = f"tether-bench-{megabytes}MB.bin"
+    path = home(BENCH_USER) / name
+    size = megabytes << 20
+    write_as(BENCH_USER, path, os.urandom(size))
+    stack.callback(Path.unlink, path, missing_ok=True)
+    return f"/files/{name}", size
+
+
+@scenario("forward", "forward throughput and latency: tether vs plain ssh -L vs direct socket")
+def forward(bench: Bench, sizes: Sizes) -> Outcome:
+    out = Outcome()
+    endpoints = bench.resource("endpoints", lambda stack: _endpoints(bench, stack))
+    url, size = bench.resource("payload", lambda stack: _payload(bench, stack, sizes.download_mb))
+    for path in PATHS:
+        ep = endpoints[path]
+        figs = figures(path)
+        seconds = download(ep, url, expect=size)
+        out.add(figs["mbps"], size / (1 << 20) / seconds)
+        rest = rest_latencies(ep, sizes.rest_calls)
+        out.add(figs["rest50"], percentile(rest, 50) * 1000)
+        out.add(figs["rest99"], percentile(rest, 99) * 1000)
+        kern = kernel_latencies(ep, sizes.kernel_execs)
+        out.add(figs["kern50"], percentile(kern, 50) * 1000)
+        out.add(figs["kern99"], percentile(kern, 99) * 1000)
+        out.raw[path] = {"download_s": seconds, "rest_s": rest, "kernel_s": kern}
+    return out
