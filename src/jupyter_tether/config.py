@@ -24,6 +24,11 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 APPS = ("lab", "notebook")
 TRANSPORTS = ("auto", "socket", "tcp")
+# What a managed environment gets when the profile names no `jupyter`: jupyter_server
+# >= 2.21 fixes a token leak through Referer on 5xx pages (shared notes: jupyter-server).
+DEFAULT_JUPYTER = ("jupyterlab", "jupyter_server>=2.21")
+# Keys that ask for a managed environment (issue 3); `env` (bring your own) wins over them.
+PROVISION_KEYS = ("python", "packages", "requirements", "jupyter", "kernels")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ class Profile:
     port: int | None = None
     transport: str = "auto"
     startup_timeout: float = 90.0
+    python: str | None = None
+    packages: tuple[str, ...] = ()
+    requirements: str | None = None
+    jupyter: tuple[str, ...] = DEFAULT_JUPYTER
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    offline: bool | str = "auto"
+    kernels: tuple[str, ...] = ()
+    build_from_source: bool = False
+    provision: bool = False  # a managed environment was asked for (any PROVISION_KEYS)
     source: str = "defaults"  # where the profile came from, for `tether config`
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -48,6 +63,8 @@ class Profile:
         d = dataclasses.asdict(self)
         d["modules"] = list(self.modules)
         d["env_vars"] = dict(self.env_vars)
+        for key in ("packages", "jupyter", "extra_index_urls", "kernels"):
+            d[key] = list(d[key])
         d.pop("extra")
         return d
 
@@ -64,7 +81,17 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "port": ((int,), "an integer from 1024 to 65535"),
     "transport": ((str,), 'one of "auto", "socket", "tcp"'),
     "startup_timeout": ((int, float), "a number of seconds"),
+    "python": ((str,), 'a string: a version ("3.12"), a path, or "module:NAME"'),
+    "packages": ((list,), "a list of strings (pip requirements)"),
+    "requirements": ((str,), "a string (a local requirements.txt)"),
+    "jupyter": ((str, list), 'a pip requirement or a list of them (e.g. "jupyterlab>=4.2")'),
+    "index_url": ((str,), "a string (a package index URL)"),
+    "extra_index_urls": ((list,), "a list of strings (package index URLs)"),
+    "offline": ((str, bool), 'true, false or "auto"'),
+    "kernels": ((list,), "a list of strings (environments on the server with ipykernel)"),
+    "build_from_source": ((bool,), "true or false"),
 }
+_STR_LISTS = ("modules", "packages", "extra_index_urls", "kernels")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
@@ -126,8 +153,14 @@ def _check_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
         )
     types, desc = _KEYS[key]
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if ok and key == "modules":
+    if ok and key in _STR_LISTS:
         ok = all(isinstance(m, str) and m for m in value)
+    if ok and key == "jupyter":
+        ok = bool(value) and all(isinstance(m, str) and m for m in _as_list(value))
+    if ok and key == "offline":
+        ok = isinstance(value, bool) or value == "auto"
+    if ok and key in ("python", "requirements", "index_url"):
+        ok = bool(value.strip())
     if ok and key == "env_vars":
         ok = all(isinstance(v, str) for v in value.values())
     if ok and key == "app":
@@ -142,6 +175,10 @@ def _check_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
         ok = 0 < value <= 3600
     if not ok:
         _fail(path, text, key, table, f"[{table}] {key} = {value!r}: must be {desc}", None)
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _fail(
@@ -218,6 +255,16 @@ def resolve(
         port=merged.get("port"),
         transport=merged.get("transport", "auto"),
         startup_timeout=float(merged.get("startup_timeout", 90.0)),
+        python=merged.get("python"),
+        packages=tuple(merged.get("packages", ())),
+        requirements=merged.get("requirements"),
+        jupyter=tuple(_as_list(merged["jupyter"])) if "jupyter" in merged else DEFAULT_JUPYTER,
+        index_url=merged.get("index_url"),
+        extra_index_urls=tuple(merged.get("extra_index_urls", ())),
+        offline=merged.get("offline", "auto"),
+        kernels=tuple(merged.get("kernels", ())),
+        build_from_source=bool(merged.get("build_from_source", False)),
+        provision=any(key in merged for key in PROVISION_KEYS),
         source=source,
     )
 

@@ -40,6 +40,9 @@ class Probe:
     jupyter: str | None = None
     jupyter_shebang: str | None = None
     servers: tuple[dict[str, Any], ...] = ()
+    tether_data: str | None = None  # ~/.local/share/jupyter-tether (or XDG_DATA_HOME's)
+    tether_uv: str | None = None  # "PATH VERSION" of tether's own uv on the server
+    tether_envs: tuple[str, ...] = ()  # complete managed environments (directory names)
 
     def has(self, tool: str) -> bool:
         return bool(self.tools.get(tool))
@@ -114,6 +117,9 @@ def parse(stdout: str) -> Probe:
         jupyter=one("jupyter") or None,
         jupyter_shebang=one("jupyter_shebang") or None,
         servers=tuple(servers),
+        tether_data=one("tether_data") or None,
+        tether_uv=one("tether_uv") or None,
+        tether_envs=tuple(facts.get("tether_env", [])),
     )
 
 

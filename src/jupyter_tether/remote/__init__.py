@@ -24,6 +24,7 @@ _BOOT = (
     "exec(compile(sys.stdin.read(n),'tether-agent','exec'),{'__name__':'__tether_agent__'})"
 )
 STATE_EXPR = '"${XDG_STATE_HOME:-$HOME/.local/state}/jupyter-tether"'
+DATA_EXPR = '"${XDG_DATA_HOME:-$HOME/.local/share}/jupyter-tether"'
 
 
 @cache
@@ -41,7 +42,7 @@ def shell_path(path: str) -> str:
 
 
 def probe_script() -> str:
-    return f"TETHER_STATE={STATE_EXPR}\n{read('probe.sh')}"
+    return f"TETHER_STATE={STATE_EXPR}\nTETHER_DATA={DATA_EXPR}\n{read('probe.sh')}"
 
 
 def agent_script(python: str, request: dict[str, Any], *, program: str = "agent.py") -> str:

@@ -4,6 +4,7 @@
 # Each fact is one line "@@T key=value" so that whatever a login rc file prints cannot be
 # mistaken for a fact.  Variables set by the caller before this text:
 #   TETHER_STATE   the remote state directory (usually ~/.local/state/jupyter-tether)
+#   TETHER_DATA    the remote data directory (usually ~/.local/share/jupyter-tether)
 
 fact() { printf '@@T %s=%s\n' "$1" "$2"; }
 
@@ -93,6 +94,19 @@ if [ -d "$TETHER_STATE/servers" ]; then
     for f in "$TETHER_STATE"/servers/*/state.json; do
         [ -r "$f" ] || continue
         fact server "$(tr -d '\n' <"$f")"
+    done
+fi
+# Provisioning (issue 3): tether's own uv and the managed environments that are complete
+# (a marker written only after the import check), so an unchanged spec costs no round trip.
+fact tether_data "$TETHER_DATA"
+if [ -x "$TETHER_DATA/bin/uv" ]; then
+    fact tether_uv "$TETHER_DATA/bin/uv $("$TETHER_DATA/bin/uv" --version 2>/dev/null | awk '{print $2}')"
+fi
+if [ -d "$TETHER_DATA/envs" ]; then
+    for m in "$TETHER_DATA"/envs/*/.tether-env.json; do
+        [ -r "$m" ] || continue
+        d=${m%/.tether-env.json}
+        fact tether_env "${d##*/}"
     done
 fi
 fact done 1
