@@ -13,6 +13,8 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -40,14 +42,19 @@ def run(
     env: Mapping[str, str] | None = None,
     capture: bool = True,
     stdin_devnull: bool = False,
+    stdin_file: Path | None = None,
 ) -> Result:
     """Run ``argv`` to completion and return what it said.
 
     ``capture=False`` lets the child use the terminal (ssh prompts, ``attach``).
+    ``stdin_file`` feeds a file's bytes to the child (copying files over ssh).
     """
     log.debug("run: %s", shlex.join(argv))
     start = time.monotonic()
-    stdin = subprocess.DEVNULL if stdin_devnull and input is None else None
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL if stdin_devnull and input is None else None
+    opened = stdin_file.open("rb") if stdin_file is not None else None
+    if opened is not None:
+        stdin = opened
     try:
         cp = subprocess.run(
             list(argv),
@@ -71,6 +78,9 @@ def run(
             hint="the host may be unreachable or very slow; --verbose shows the command",
             code=ExitCode.SSH_CONNECT if argv[0].endswith("ssh") else ExitCode.ERROR,
         ) from exc
+    finally:
+        if opened is not None:
+            opened.close()
     seconds = time.monotonic() - start
     log.debug("  -> rc=%d in %.2fs", cp.returncode, seconds)
     return Result(

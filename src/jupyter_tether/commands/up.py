@@ -7,7 +7,17 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import config, forward, jupyter_api, launch, output, probe, ssh, state
+from jupyter_tether import (
+    config,
+    forward,
+    jupyter_api,
+    launch,
+    output,
+    probe,
+    provision,
+    ssh,
+    state,
+)
 from jupyter_tether.errors import ExitCode, TetherError
 
 
@@ -55,6 +65,7 @@ def _up(
     try:
         with progress.phase("probe"):
             found = probe.probe(target)
+        profile = provision.apply(target, profile, found, progress=progress)
         python = launch.agent_python(profile, found)
         transport = "socket"
         if profile.transport == "tcp" or (

@@ -1,0 +1,319 @@
+"""Provisioning end to end (issue 3): a fresh non-root account that has nothing but the
+system python3 gets JupyterLab and packages, online and through the offline path.
+
+The account ``tether-prov`` is reset at the start of the session (no uv, no envs), and
+served by an sshd of its own (alias ``tt-prov``; ``tt-prov-far`` inside the topology's
+server namespace, which has no route out). Workstation-side downloads share one cache
+for the session, so later tests reuse what earlier ones fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_tether import provision
+from jupyter_tether.sandbox import ensure_user, host_entry, start_sshd, stop_sshd
+from tests.conftest import IS_ROOT, SandboxSshConfig, SandboxTopology, as_user, home_of
+from tests.helpers import Tether, remote_procs
+from tests.test_up_e2e import run_in_kernel
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not IS_ROOT, reason="a fresh account and its own sshd need root"),
+]
+
+PROV_USER = "tether-prov"
+PACKAGES = ["numpy", "pandas", "matplotlib", "requests"]
+IMPORT_ALL = "import numpy, pandas, matplotlib, requests; print(pandas.__version__)"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def prov_user() -> str:
+    """A fresh account: whatever an earlier session provisioned is removed first."""
+    pw = ensure_user(PROV_USER)
+    home = Path(pw.pw_dir)
+    for sub in (".local/share/jupyter-tether", ".local/state/jupyter-tether", ".cache"):
+        target = home / sub
+        subprocess.run(["umount", "-l", str(target / "envs" / ".incoming")], check=False)
+        shutil.rmtree(target, ignore_errors=True)
+    return pw.pw_name
+
+
+@pytest.fixture(scope="session")
+def prov_sshd(
+    sandbox_dir: Path, sandbox_ssh_config: SandboxSshConfig, client_key: Path, prov_user: str
+) -> Iterator[str]:
+    server = start_sshd(sandbox_dir / "sshd-prov", users=[prov_user], client_key=client_key)
+    try:
+        sandbox_ssh_config.add(host_entry(server, "tt-prov", user=prov_user))
+        yield "tt-prov"
+    finally:
+        stop_sshd(server)
+
+
+@pytest.fixture(scope="session")
+def prov_cache(sandbox_dir: Path) -> Path:
+    path = sandbox_dir / "prov-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def ptether(tether: Tether, prov_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tether]:
+    """The CLI with the session's download cache."""
+    monkeypatch.setenv("JUPYTER_TETHER_CACHE_DIR", str(prov_cache))
+    yield tether
+    for name in list(tether.profiles):
+        tether("down", name)
+
+
+def data_dir(user: str = PROV_USER) -> Path:
+    return home_of(user) / ".local/share/jupyter-tether"
+
+
+def envs_of(profile: str) -> list[Path]:
+    root = data_dir() / "envs"
+    return sorted(p for p in root.glob(f"{profile}-*") if (p / ".tether-env.json").is_file())
+
+
+def up_json(t: Tether, name: str) -> dict[str, Any]:
+    res = t("up", name, "--no-browser", "--json")
+    assert res.rc == 0, res.err
+    info: dict[str, Any] = json.loads(res.out)
+    return info
+
+
+def token_of(info: dict[str, Any]) -> str:
+    return str(info["url"].split("token=")[1])
+
+
+def kernel_says(info: dict[str, Any], code: str) -> str:
+    return run_in_kernel(info["local_port"], token_of(info), code)
+
+
+# --------------------------------------------------------------------------- online
+
+
+def test_fresh_account_gets_jupyterlab_and_packages(ptether: Tether, prov_sshd: str) -> None:
+    uv = data_dir() / "bin" / "uv"
+    assert not uv.exists()
+    which = as_user(PROV_USER, ["sh", "-lc", "command -v uv jupyter"])
+    assert which.stdout.strip() == "", "the account is not fresh"
+
+    ptether.profile(prov_sshd, packages=PACKAGES)
+    info = up_json(ptether, prov_sshd)
+    assert {"env", "build"} <= set(info["timings"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", kernel_says(info, IMPORT_ALL))
+    # uv came from the workstation and sits in tether's bin dir
+    assert os.access(uv, os.X_OK)
+    assert as_user(PROV_USER, [str(uv), "--version"]).stdout.startswith(
+        f"uv {provision.UV_VERSION}"
+    )
+    (env,) = envs_of(prov_sshd)
+    marker = json.loads((env / ".tether-env.json").read_text())
+    assert marker["offline"] is False
+    assert any(r.startswith("jupyter_server>=2.21") for r in marker["requirements"])
+    assert not list((data_dir() / "envs" / ".incoming").iterdir())
+
+    # Warm: an unchanged spec does no provisioning work at all (not even a round trip).
+    built_at = (env / ".tether-env.json").stat().st_mtime
+    ptether("down", prov_sshd)
+    start = time.monotonic()
+    again = up_json(ptether, prov_sshd)
+    assert "env" not in again["timings"] and "build" not in again["timings"]
+    assert envs_of(prov_sshd) == [env]
+    assert (env / ".tether-env.json").stat().st_mtime == built_at
+    assert kernel_says(again, "import pandas; print(pandas.__version__)")
+    assert time.monotonic() - start < 60
+
+
+def test_killed_install_is_cleaned_up_and_rebuilt(ptether: Tether, prov_sshd: str) -> None:
+    ptether.profile(prov_sshd, packages=PACKAGES)
+    up_json(ptether, prov_sshd)  # the previous good env (warm when an earlier test built it)
+    ptether("down", prov_sshd)
+    ptether.profile(prov_sshd, packages=[*PACKAGES, "six"])
+    env = {**os.environ}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_tether", "up", prov_sshd, "--no-browser", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed: list[str] = []
+    deadline = time.monotonic() + 120
+    try:
+        while not killed and proc.poll() is None and time.monotonic() < deadline:
+            for line in subprocess.run(
+                ["ps", "-u", PROV_USER, "-o", "pid=,ppid=,args="],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.splitlines():
+                pid, ppid, args = line.split(None, 2)
+                if "uv pip install" in args or ("/bin/uv pip install" in args):
+                    # the uv process and the builder above it, as a dropped link would
+                    for victim in (pid, ppid):
+                        subprocess.run(["kill", "-9", victim], check=False)
+                    killed.append(args)
+                    break
+            time.sleep(0.01)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed, "never saw the remote uv pip install"
+    assert proc.returncode != 0, err
+    incoming = data_dir() / "envs" / ".incoming"
+    assert list(incoming.iterdir()), "the interrupted build left no temp dir to clean"
+    assert not [e for e in envs_of(prov_sshd) if "six" in (e / ".tether-env.json").read_text()]
+
+    info = up_json(ptether, prov_sshd)
+    assert not list(incoming.iterdir())
+    assert kernel_says(info, "import six, pandas; print(six.__name__)") == "six"
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True
+    )
+    shutil.chown(path, PROV_USER, PROV_USER)
+
+
+def test_disk_full_fails_clearly_and_keeps_the_previous_env(
+    ptether: Tether, prov_sshd: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ptether.profile(prov_sshd, packages=PACKAGES)
+    up_json(ptether, prov_sshd)
+    ptether("down", prov_sshd)
+    before = envs_of(prov_sshd)
+    incoming = data_dir() / "envs" / ".incoming"
+    _mount_tmpfs(incoming, "40m")
+    try:
+        ptether.profile(prov_sshd, packages=[*PACKAGES, "tomli"])
+        # 1. the check before building: fails early, with the numbers
+        res = ptether("up", prov_sshd, "--no-browser")
+        assert res.rc == 10, res.err
+        assert re.search(r"not enough disk space .*: \d+ MB free, at least \d+ MB needed", res.err)
+        # 2. the disk fills up mid-install: reported as such, nothing half-built stays
+        monkeypatch.setattr(provision, "MIN_FREE_MB", 0)
+        res = ptether("up", prov_sshd, "--no-browser")
+        assert res.rc == 10, res.err
+        assert "disk is full" in res.err, res.err
+        assert not list(incoming.iterdir())
+        assert envs_of(prov_sshd) == before
+        # the previous environment still starts
+        ptether.profile(prov_sshd, packages=PACKAGES)
+        info = up_json(ptether, prov_sshd)
+        assert "build" not in info["timings"]
+        assert re.fullmatch(r"\d+\.\d+\.\d+", kernel_says(info, IMPORT_ALL))
+    finally:
+        ptether("down", prov_sshd)
+        subprocess.run(["umount", "-l", str(incoming)], check=False)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def test_modules_put_the_python_on_path(ptether: Tether, prov_sshd: str, sandbox_dir: Path) -> None:
+    if not Path("/usr/share/modules/init/sh").is_file():
+        pytest.skip("environment-modules is not installed")
+    root = sandbox_dir / "modules"
+    bindir = root / "sw" / "testpy" / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    wrapper = bindir / "python3"
+    wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 "$@"\n')
+    wrapper.chmod(0o755)
+    modfile = root / "modulefiles" / "testpy" / "1.0"
+    modfile.parent.mkdir(parents=True, exist_ok=True)
+    modfile.write_text(f"#%Module1.0\nprepend-path PATH {bindir}\nsetenv TESTPY_LOADED 1\n")
+    for p in (root, *root.rglob("*")):
+        p.chmod(p.stat().st_mode | 0o755)
+    name = "tt-prov-mod"
+    ptether.profile(
+        name,
+        ssh=prov_sshd,
+        modules=["testpy/1.0"],
+        packages=["requests"],
+        env_vars={"MODULEPATH": str(root / "modulefiles")},
+    )
+    info = up_json(ptether, name)
+    (env,) = envs_of(name)
+    marker = json.loads((env / ".tether-env.json").read_text())
+    assert marker["python"] == str(wrapper)
+    # the module is loaded for Jupyter too: kernels see its environment
+    assert kernel_says(info, "import os, requests; print(os.environ.get('TESTPY_LOADED'))") == "1"
+
+
+# --------------------------------------------------------------------------- offline
+
+
+@pytest.fixture
+def prov_far(
+    topology: SandboxTopology, sandbox_dir: Path, client_key: Path, prov_user: str
+) -> Iterator[str]:
+    """An sshd for tether-prov inside the server namespace (no route out), port 2222."""
+    server = start_sshd(
+        sandbox_dir / "sshd-prov-far",
+        users=[prov_user],
+        listen=topology.topology.server_address,
+        port=2222,
+        netns=topology.topology.server_ns,
+        client_key=client_key,
+    )
+    try:
+        topology.ssh_config.add(
+            host_entry(server, "tt-prov-far", user=prov_user, proxy_jump=topology.jump_host)
+        )
+        yield "tt-prov-far"
+    finally:
+        stop_sshd(server)
+
+
+@pytest.mark.netns
+def test_offline_server_gets_wheels_from_the_workstation(
+    ptether: Tether, prov_far: str, topology: SandboxTopology
+) -> None:
+    ns = topology.topology.server_ns
+    routes = subprocess.run(
+        ["ip", "-n", ns, "route", "show", "default"], capture_output=True, text=True, check=True
+    )
+    assert routes.stdout.strip() == "", "the server namespace must have no way out"
+    ptether.profile(prov_far, packages=PACKAGES)
+    res = ptether("up", prov_far, "--no-browser")
+    assert res.rc == 0, res.err
+    assert "cannot reach the package index" in res.err
+    assert re.search(r"copied \d+ wheels", res.err)
+    url = res.out.strip().splitlines()[-1]
+    info = {"url": url, "local_port": int(url.split(":")[2].split("/")[0])}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", kernel_says(info, IMPORT_ALL))
+    (env,) = envs_of(prov_far)
+    marker = json.loads((env / ".tether-env.json").read_text())
+    # the build ran with --offline --no-index --find-links (see builder.uv_install_argv)
+    assert marker["offline"] is True
+    wheels = sorted(p.name for p in (data_dir() / "wheels").glob("*.whl"))
+    assert any(w.startswith("pandas-") for w in wheels)
+    assert not remote_procs(PROV_USER, "uv pip")
+
+    # A changed spec sends only the wheels the server lacks.
+    ptether("down", prov_far)
+    ptether.profile(prov_far, packages=[*PACKAGES, "toolz"])  # no dependency of the rest
+    res = ptether("up", prov_far, "--no-browser")
+    assert res.rc == 0, res.err
+    assert re.search(r"copied 1 wheels", res.err), res.err
+    assert list((data_dir() / "wheels").glob("toolz-*.whl"))
