@@ -46,10 +46,12 @@ def prov_user() -> str:
     """A fresh account: whatever an earlier session provisioned is removed first."""
     pw = ensure_user(PROV_USER)
     home = Path(pw.pw_dir)
+    data = home / ".local/share/jupyter-tether"
+    for mount in (data / "envs" / ".incoming", data):  # left by an interrupted session
+        if os.path.ismount(mount):
+            subprocess.run(["umount", "-l", str(mount)], check=False)
     for sub in (".local/share/jupyter-tether", ".local/state/jupyter-tether", ".cache"):
-        target = home / sub
-        subprocess.run(["umount", "-l", str(target / "envs" / ".incoming")], check=False)
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(home / sub, ignore_errors=True)
     return pw.pw_name
 
 
@@ -317,3 +319,128 @@ def test_offline_server_gets_wheels_from_the_workstation(
     assert res.rc == 0, res.err
     assert re.search(r"copied 1 wheels", res.err), res.err
     assert list((data_dir() / "wheels").glob("toolz-*.whl"))
+
+
+# --------------------------------------------------------------------------- env, install
+
+
+def test_env_shows_and_install_adds(ptether: Tether, prov_sshd: str) -> None:
+    ptether.profile(prov_sshd, packages=PACKAGES)
+    info = up_json(ptether, prov_sshd)
+    res = ptether("env", prov_sshd, "--json")
+    assert res.rc == 0, res.err
+    described = json.loads(res.out)
+    (env,) = [e for e in envs_of(prov_sshd) if Path(described["env"]) == e]
+    names = {name.lower().replace("_", "-") for name, _ in described["packages"]}
+    assert {"pandas", "jupyterlab", "jupyter-server", "numpy"} <= names
+    assert described["size_mb"] > 50 and described["managed"]
+    assert described["python"].startswith("3.")
+
+    res = ptether("install", prov_sshd, "toolz")
+    assert res.rc == 0, res.err
+    assert "add it to `packages`" in res.out  # honest: the spec does not have it
+    assert kernel_says(info, "import toolz; print(toolz.__name__)") == "toolz"
+    rec_extra = json.loads(
+        (Path(os.environ["JUPYTER_TETHER_STATE_DIR"]) / "servers" / f"{prov_sshd}.json").read_text()
+    )["extra"]
+    assert rec_extra["installed"] == ["toolz"]
+    text = ptether("env", prov_sshd)
+    assert text.rc == 0 and "added later: toolz" in text.out
+    marker = json.loads((env / ".tether-env.json").read_text())
+    assert marker["added"] == ["toolz"]
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def doctor(t: Tether, name: str) -> tuple[int, dict[str, dict[str, str]]]:
+    res = t("doctor", name, "--json")
+    assert res.rc in (0, 6), res.err
+    data = json.loads(res.out)
+    assert data["ok"] == (res.rc == 0)
+    return res.rc, {c["name"]: c for c in data["checks"]}
+
+
+def test_doctor_healthy_host(ptether: Tether, prov_sshd: str) -> None:
+    ptether.profile(prov_sshd, packages=PACKAGES)
+    rc, checks = doctor(ptether, prov_sshd)
+    assert rc == 0
+    for name in (
+        "python",
+        "ssl",
+        "zlib",
+        "ctypes",
+        "sqlite3",
+        "glibc",
+        "disk",
+        "tmux",
+        "modules",
+        "index",
+        "forwarding",
+    ):
+        assert checks[name]["status"] == "ok", checks[name]
+    text = ptether("doctor", prov_sshd)
+    assert text.rc == 0 and "fail" not in text.out and "ok    forwarding" in text.out
+
+
+def test_doctor_broken_conditions(
+    ptether: Tether,
+    prov_sshd: str,
+    sandbox_dir: Path,
+    client_key: Path,
+    sandbox_ssh_config: SandboxSshConfig,
+) -> None:
+    # 1. the profile's python does not exist
+    ptether.profile(prov_sshd, python="/nonexistent/bin/python3")
+    rc, checks = doctor(ptether, prov_sshd)
+    assert rc == 6 and checks["python"]["status"] == "fail"
+    assert "/nonexistent/bin/python3" in checks["python"]["detail"]
+
+    # 2. an interpreter built without ssl and sqlite3 (their imports fail for real)
+    shadow = sandbox_dir / "broken-python" / "shadow"
+    shadow.mkdir(parents=True, exist_ok=True)
+    for mod in ("ssl", "sqlite3"):
+        (shadow / f"{mod}.py").write_text(f"raise ImportError('built without {mod}')\n")
+    wrapper = shadow.parent / "python3"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={shadow} exec /usr/bin/python3 "$@"\n')
+    wrapper.chmod(0o755)
+    ptether.profile(prov_sshd, python=str(wrapper))
+    rc, checks = doctor(ptether, prov_sshd)
+    assert rc == 6
+    assert checks["ssl"]["status"] == "fail" and "OpenSSL" in checks["ssl"]["fix"]
+    assert checks["sqlite3"]["status"] == "fail"
+    assert checks["zlib"]["status"] == "ok"
+
+    # 3. a module that does not exist
+    ptether.profile(prov_sshd, packages=[], modules=["no-such-module/1.0"])
+    rc, checks = doctor(ptether, prov_sshd)
+    assert rc == 6 and checks["modules"]["status"] == "fail"
+    assert "no-such-module" in checks["modules"]["detail"]
+
+    # 4. a full disk where environments go
+    ptether.profile(prov_sshd, packages=[])
+    data = data_dir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data)], check=True)
+    try:
+        shutil.chown(data, PROV_USER, PROV_USER)
+        rc, checks = doctor(ptether, prov_sshd)
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+    assert rc == 6 and checks["disk"]["status"] == "fail"
+    assert re.search(r"\d+ MB free", checks["disk"]["detail"])
+
+    # 5. an sshd that refuses to forward to Unix sockets
+    server = start_sshd(
+        sandbox_dir / "sshd-prov-nofwd",
+        users=[PROV_USER],
+        client_key=client_key,
+        extra_config=["AllowStreamLocalForwarding no"],
+    )
+    try:
+        sandbox_ssh_config.add(host_entry(server, "tt-prov-nofwd", user=PROV_USER))
+        ptether.profile("tt-prov-nofwd", packages=[])
+        rc, checks = doctor(ptether, "tt-prov-nofwd")
+    finally:
+        stop_sshd(server)
+    assert checks["forwarding"]["status"] == "warn"
+    assert "AllowStreamLocalForwarding" in checks["forwarding"]["fix"]

@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _profile_flags(p)
 
+    p = sub.add_parser("env", parents=[common], help="the managed environment on HOST")
+    p.add_argument("name", metavar="HOST")
+    p.add_argument("--rebuild", action="store_true", help="build it again from the spec")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("install", parents=[common], help="add packages to HOST's environment")
+    p.add_argument("name", metavar="HOST")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="pip requirements")
+
+    p = sub.add_parser("doctor", parents=[common], help="check what HOST has and lacks")
+    p.add_argument("name", metavar="HOST")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser(
         "demo", parents=[common], help="try it: a throwaway local ssh server, then `up`"
     )
@@ -147,6 +160,26 @@ def dispatch(args: argparse.Namespace) -> int:
         )
     if args.command == "config":
         return show_config.show_config(args.name, as_json=args.json, overrides=_overrides(args))
+    if args.command == "env":
+        from jupyter_tether.commands import env
+
+        return env.env(
+            args.name,
+            ssh_config=args.ssh_config,
+            rebuild=args.rebuild,
+            as_json=args.json,
+            verbose=args.verbose,
+        )
+    if args.command == "install":
+        from jupyter_tether.commands import install
+
+        return install.install(
+            args.name, args.packages, ssh_config=args.ssh_config, verbose=args.verbose
+        )
+    if args.command == "doctor":
+        from jupyter_tether.commands import doctor
+
+        return doctor.doctor(args.name, ssh_config=args.ssh_config, as_json=args.json)
     if args.command == "demo":
         from jupyter_tether.commands import demo
 

@@ -808,7 +808,8 @@ def op_doctor(req: Json) -> Json:
     env = base_env(req)
     quota = shutil.which("quota", path=env["PATH"])
     if quota:
-        rc, text = run([quota, "-w"], env, 10)
+        # -q prints only the filesystems where a limit is exceeded
+        rc, text = run([quota, "-q"], env, 10)
         out["quota"] = {"rc": rc, "text": tail(text, 5)}
     out["index"] = index_reachable(req.get("index_urls") or [])
     if req.get("modules"):
@@ -821,6 +822,16 @@ def op_doctor(req: Json) -> Json:
             "python": found,
         }
     return out
+
+
+def op_reach(req: Json) -> Json:
+    """Online or not, and which wheels the server has (for `tether install`)."""
+    if req.get("offline") == "auto":
+        reach = index_reachable(req.get("index_urls") or [])
+    else:
+        reach = {"reachable": not req.get("offline"), "detail": "set in the profile"}
+    wheels = sorted(os.listdir(place("wheels"))) if os.path.isdir(place("wheels")) else []
+    return {"index": reach, "wheels": wheels, "uv": os.access(place("bin", "uv"), os.X_OK)}
 
 
 LISTENER = r"""
@@ -870,6 +881,7 @@ OPS = {
     "describe": op_describe,
     "doctor": op_doctor,
     "listen": op_listen,
+    "reach": op_reach,
 }
 
 
