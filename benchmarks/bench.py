@@ -10,6 +10,7 @@ the test suite's accounts. Root is required.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -273,6 +274,8 @@ def open_bench(*, scale_accounts: int) -> Iterator[Bench]:
     if os.geteuid() != 0:
         raise SystemExit("the benchmarks need root: they create accounts and network namespaces")
     with contextlib.ExitStack() as stack:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(_exclusive(CACHE / "run.lock"))
         workdir = Path(tempfile.mkdtemp(prefix="tbench-", dir="/tmp"))
         workdir.chmod(0o711)
         if os.environ.get("JUPYTER_TETHER_KEEP_SANDBOX") != "1":
@@ -281,7 +284,6 @@ def open_bench(*, scale_accounts: int) -> Iterator[Bench]:
         for user in users:
             sandbox.ensure_user(user)
         stack.callback(_stop_all, users)
-        CACHE.mkdir(parents=True, exist_ok=True)
         env = sandbox.make_jupyter_env("root", CACHE / "env")
         key = sandbox.generate_key(workdir / "ssh" / "id_ed25519", comment="tether-bench")
         server = sandbox.start_sshd(workdir / "sshd", users=users, client_key=key)
@@ -321,6 +323,32 @@ def open_bench(*, scale_accounts: int) -> Iterator[Bench]:
         stack.callback(_down_all, bench)
         stack.callback(bench.end_scenario)
         yield bench
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, timeout: float = 3600) -> Iterator[None]:
+    """One benchmark run at a time on a machine: two would share the bench accounts
+    (and one would empty the bare account's home under the other's feet)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"another benchmark run held {path} for {timeout:g} s"
+                    ) from None
+                if not told:
+                    print("waiting for another benchmark run to finish", file=sys.stderr)
+                    told = True
+                time.sleep(1)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _down_all(bench: Bench) -> None:

@@ -69,7 +69,13 @@ def forward(bench: Bench, sizes: Sizes) -> Outcome:
     out = Outcome()
     endpoints = bench.resource("endpoints", lambda stack: _endpoints(bench, stack))
     url, size = bench.resource("payload", lambda stack: _payload(bench, stack, sizes.download_mb))
-    for path in PATHS:
+    # Each repetition starts with another path, so that no path always runs first
+    # (warm caches, a neighbour's burst of load).
+    turn: list[int] = bench.resource("turn", lambda stack: [0])
+    order = PATHS[turn[0] % len(PATHS) :] + PATHS[: turn[0] % len(PATHS)]
+    turn[0] += 1
+    out.raw["order"] = list(order)
+    for path in order:
         ep = endpoints[path]
         figs = figures(path)
         seconds = download(ep, url, expect=size)
