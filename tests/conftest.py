@@ -48,7 +48,7 @@ from jupyter_tether.sandbox import (
     unique_prefix,
     write_ssh_config,
 )
-from tests.helpers import Tether, kill_masters
+from tests.helpers import Tether, kill_masters, kill_supervisors
 
 IS_ROOT = os.geteuid() == 0
 REMOTE_USER = "tether-test"
@@ -78,6 +78,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # --------------------------------------------------------------------------- 2. work dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_suite_at_a_time() -> Iterator[None]:
+    """Test runs on one machine share the test accounts, their homes and server names:
+    two at once would shut down each other's servers. Queue them (bounded)."""
+    import fcntl
+    import time
+
+    fd = os.open("/tmp/jupyter-tether-tests.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + 3600
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                pytest.exit("another test run has held the suite lock for an hour", 3)
+            time.sleep(0.5)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture(scope="session")
@@ -316,4 +339,5 @@ def tether(tether_home: Path) -> Iterator[Tether]:
     """Runs ``tether ...`` in-process (``tether("up", "tt-server")``) and writes profiles
     (``tether.profile("tt-server", env=...)``). Ends the ssh masters the test left."""
     yield Tether(Path(os.environ["JUPYTER_TETHER_CONFIG"]))
+    kill_supervisors(Path(os.environ["JUPYTER_TETHER_STATE_DIR"]))
     kill_masters(Path(os.environ["JUPYTER_TETHER_RUNTIME_DIR"]))

@@ -71,6 +71,27 @@ def remote_procs(user: str, pattern: str) -> list[str]:
     return out
 
 
+def kill_supervisors(state_dir: Path) -> None:
+    """Stop the tunnel supervisors a test's `up`s started (they outlive the command)."""
+    import json
+    import signal
+    import time
+
+    for status in (state_dir / "supervisors").glob("*.json"):
+        try:
+            pid = int(json.loads(status.read_text())["pid"])
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, KeyError):
+            continue
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+
+
 def kill_masters(runtime: Path) -> None:
     """End the ssh ControlMasters a test left (they persist by design)."""
     cm = runtime / "cm"

@@ -98,3 +98,36 @@ def test_agent_script_survives_bash_read_ahead() -> None:
         assert answer is not None, out.stderr
         assert answer["ok"] is True
         assert answer["servers"] == []
+
+
+def _old_pythons() -> list[str]:
+    """Interpreters older than ours on this machine (the agent must run on 3.8+)."""
+    import glob
+    import shutil
+    import subprocess
+
+    found = {shutil.which(f"python3.{minor}") for minor in (8, 9, 10)}
+    found.update(glob.glob("/root/.pyenv/versions/3.[89].*/bin/python3"))
+    found.update(glob.glob("/usr/bin/python3.[89]"))
+    usable = []
+    for p in sorted(p for p in found if p):
+        # pyenv shims exist for versions that are not selected: keep the ones that run.
+        ok = subprocess.run([p, "-c", "pass"], capture_output=True, timeout=30).returncode == 0
+        if ok:
+            usable.append(p)
+    return usable
+
+
+@pytest.mark.parametrize("program", ["agent.py"])
+def test_remote_programs_run_under_old_pythons(program: str) -> None:
+    import subprocess
+
+    pythons = _old_pythons()
+    if not pythons:
+        pytest.skip("no Python 3.8-3.10 on this machine")
+    for python in pythons:
+        script = remote.agent_script(python, {"op": "status", "name": "none-such"}, program=program)
+        out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=60)
+        answer = remote.parse_answer(out.stdout)
+        assert answer is not None, f"{python}: {out.stderr[-500:]}"
+        assert answer["ok"] is True, (python, answer)

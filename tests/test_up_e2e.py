@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,18 +65,22 @@ def execute(ws: Any, code: str) -> str:
             }
         )
     )
-    for _ in range(500):  # bounded: a kernel says far fewer things for one cell
+    out: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # bounded: one cell, two minutes at most
         msg = json.loads(ws.recv())
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
         kind = msg["msg_type"]
         if kind == "execute_result":
-            return str(msg["content"]["data"]["text/plain"])
-        if kind == "stream":
-            return str(msg["content"]["text"]).strip()
-        if kind == "error":
+            out.append(str(msg["content"]["data"]["text/plain"]))
+        elif kind == "stream":
+            out.append(str(msg["content"]["text"]))
+        elif kind == "error":
             raise AssertionError(f"kernel error: {msg['content']['ename']}")
-    raise AssertionError("no result from the kernel")
+        elif kind == "status" and msg["content"]["execution_state"] == "idle":
+            return "".join(out).strip()
+    raise AssertionError("no result from the kernel within 2 minutes")
 
 
 def test_up_serves_jupyterlab_and_runs_a_kernel(tether: Tether, served: dict[str, Any]) -> None:

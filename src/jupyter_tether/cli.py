@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, help="local port (default: a free one, kept across runs)")
     p.add_argument("--no-browser", action="store_true", help="print the URL only")
     p.add_argument("--json", action="store_true", help="print one JSON object, no progress")
+    p.add_argument(
+        "--autostart",
+        action="store_true",
+        help="install a user-level hook that starts the server again after a reboot",
+    )
     _profile_flags(p)
 
     p = sub.add_parser("ls", parents=[common], help="list known servers and their state")
@@ -62,11 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("down", parents=[common], help="stop a server and remove its state")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--purge", action="store_true", help="also remove the autostart hook")
 
     p = sub.add_parser("logs", parents=[common], help="show the server's log")
     p.add_argument("name", metavar="NAME")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("--tunnel", action="store_true", help="the tunnel supervisor's log instead")
 
     p = sub.add_parser("attach", parents=[common], help="attach to the server's tmux session")
     p.add_argument("name", metavar="NAME")
@@ -138,15 +145,22 @@ def dispatch(args: argparse.Namespace) -> int:
             browser=not args.no_browser,
             as_json=args.json,
             verbose=args.verbose,
+            autostart=args.autostart,
             overrides=_overrides(args),
         )
     if args.command == "ls":
         return ls.ls(names=args.names, as_json=args.json)
     if args.command == "down":
-        return down.down(args.name, ssh_config=args.ssh_config, verbose=args.verbose)
+        return down.down(
+            args.name, ssh_config=args.ssh_config, verbose=args.verbose, purge=args.purge
+        )
     if args.command == "logs":
         return logs.logs(
-            args.name, follow=args.follow, lines=args.lines, ssh_config=args.ssh_config
+            args.name,
+            follow=args.follow,
+            lines=args.lines,
+            ssh_config=args.ssh_config,
+            tunnel=args.tunnel,
         )
     if args.command == "attach":
         return attach.attach(args.name, ssh_config=args.ssh_config)

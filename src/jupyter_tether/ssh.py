@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 # Debian's BatchMode default of 300 s is overridden (shared/notes: openssh.md).
 MASTER_OPTIONS = (
     "-o",
-    "ServerAliveInterval=10",
+    "ServerAliveInterval=5",
     "-o",
-    "ServerAliveCountMax=3",
+    "ServerAliveCountMax=2",
     "-o",
     "ControlPersist=yes",
 )
@@ -70,9 +70,10 @@ class Target:
         argv += ["-t"] if tty else ["-T"]
         return [*argv, "--", self.destination]
 
-    def master_argv(self) -> list[str]:
+    def master_argv(self, *, batch: bool = False) -> list[str]:
         return [
             *self.base_argv(),
+            *(["-o", "BatchMode=yes"] if batch else []),
             "-o",
             "ControlMaster=yes",
             *MASTER_OPTIONS,
@@ -174,20 +175,29 @@ def master_alive(target: Target) -> bool:
     return proc.run(target.control_argv("check"), timeout=10, stdin_devnull=True).ok
 
 
-def ensure_master(target: Target) -> bool:
+def ensure_master(target: Target, *, batch: bool = False) -> bool:
     """Start the ControlMaster if it isn't running. Returns True when one was started.
 
     This is the only step that may prompt (password, 2FA, key passphrase): ssh asks on
     the terminal itself, and every later command reuses the authenticated master.
+    ``batch`` (the supervisor, which has no terminal) never prompts: a login that needs
+    a password or 2FA then fails with advice to reconnect by hand.
     """
     if not target.multiplexed:
         return False
     with _master_lock(target):
         if master_alive(target):
             return False
-        res = proc.run(target.master_argv(), timeout=target.connect_timeout + 100)
+        res = proc.run(
+            target.master_argv(batch=batch),
+            timeout=target.connect_timeout + (10 if batch else 100),
+            stdin_devnull=batch,
+        )
         if not res.ok:
-            raise ssh_error(target, res.stderr, res.returncode)
+            err = ssh_error(target, res.stderr, res.returncode)
+            if batch and err.code == ExitCode.SSH_AUTH:
+                err.hint = f"this login needs you at a terminal: `tether open {target.destination}`"
+            raise err
         return True
 
 

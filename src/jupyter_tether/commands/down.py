@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_tether import launch, output, probe, ssh, state
+from jupyter_tether import launch, output, probe, remote, ssh, state, supervisor
 from jupyter_tether.commands._common import agent_python, target_for
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
 
 
-def down(name: str, *, ssh_config: Path | None = None, verbose: bool = False) -> int:
+def down(
+    name: str, *, ssh_config: Path | None = None, verbose: bool = False, purge: bool = False
+) -> int:
     check_name(name)
     with state.lock(name):
-        return _down(name, ssh_config=ssh_config, verbose=verbose)
+        # The supervisor goes first, or it would bring the server straight back.
+        supervisor.stop(name)
+        return _down(name, ssh_config=ssh_config, verbose=verbose, purge=purge)
 
 
-def _down(name: str, *, ssh_config: Path | None, verbose: bool) -> int:
+def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> int:
     progress = output.Progress(verbose=verbose)
     rec = state.load(name)
     if rec is not None:
@@ -40,6 +44,19 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool) -> int:
         python = str(mine[0].get("python") or "python3")
     with progress.phase("stop", name):
         answer = launch.call(target, python, {"op": "down", "name": name})
+    if purge:
+        hooks = launch.call(
+            target,
+            python,
+            {
+                "op": "autostart",
+                "name": name,
+                "enable": False,
+                "agent_code": remote.read("agent.py"),
+            },
+        )
+        removed = ", ".join(hooks.get("removed") or []) or "none was installed"
+        progress.say(f"removed the autostart hook ({removed})")
     if rec is not None:
         ssh.cancel_forward(target, rec.local_port, rec.remote)
         state.remove(name)

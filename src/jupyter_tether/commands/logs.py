@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from jupyter_tether import proc, remote, ssh, state
+from jupyter_tether import proc, remote, ssh, state, supervisor
 from jupyter_tether.commands._common import target_for
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
@@ -14,9 +14,16 @@ _MISSING = 9
 
 
 def logs(
-    name: str, *, follow: bool = False, lines: int = 50, ssh_config: Path | None = None
+    name: str,
+    *,
+    follow: bool = False,
+    lines: int = 50,
+    ssh_config: Path | None = None,
+    tunnel: bool = False,
 ) -> int:
     check_name(name)
+    if tunnel:
+        return _tunnel_log(name, lines=lines)
     rec = state.load(name)
     target = (
         target_for(rec, ssh_config)
@@ -42,3 +49,17 @@ def logs(
             code=ExitCode.NOT_FOUND,
         )
     return ExitCode.OK if res.returncode in (0, 130, 143) else ExitCode.ERROR
+
+
+def _tunnel_log(name: str, *, lines: int) -> int:
+    """The supervisor's log: connects, drops, reconnects, revivals (on this workstation)."""
+    try:
+        text = supervisor.log_path(name).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise TetherError(
+            f"no tunnel log for {name!r} on this workstation",
+            hint=f"the supervisor starts with `tether up {name}` or `tether open {name}`",
+            code=ExitCode.NOT_FOUND,
+        ) from None
+    print("\n".join(text.splitlines()[-lines:]))
+    return ExitCode.OK

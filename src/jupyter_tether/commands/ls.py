@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jupyter_tether import jupyter_api, launch, output, ssh, state
+from jupyter_tether import jupyter_api, launch, output, ssh, state, supervisor
 from jupyter_tether.commands._common import agent_python, target_for
 from jupyter_tether.errors import TetherError
 
@@ -19,9 +19,15 @@ def ls(*, names: list[str] | None = None, as_json: bool = False) -> int:
         print(
             output.table(
                 [_text(r) for r in rows],
-                ["name", "host", "state", "pid", "uptime", "kernels", "activity", "url"],
+                ["name", "host", "state", "tunnel", "pid", "uptime", "kernels", "activity", "url"],
             )
         )
+        for row in rows:
+            if row.get("log_tail"):
+                print(
+                    f"\n{row['name']}: {row['state']}: {row.get('detail')}; last lines of its log:"
+                )
+                print("  " + row["log_tail"].replace("\n", "\n  "))
     else:
         print("no servers; start one with `tether up HOST`")
     return 0
@@ -43,6 +49,7 @@ def _row(rec: state.Record) -> dict[str, Any]:
         "connections": None,
         "last_activity": None,
         "forwarded": False,
+        "tunnel": _tunnel(rec.name),
     }
     api = jupyter_api.status(rec.local_port, rec.token, timeout=3)
     if api is not None:
@@ -70,6 +77,10 @@ def _row(rec: state.Record) -> dict[str, Any]:
             else str(health.get("state"))
         )
         row["detail"] = health.get("detail")
+        if health.get("log_tail"):
+            row["log_tail"] = health["log_tail"]
+        if health.get("pid"):
+            row["pid"] = health["pid"]
         api = health.get("api")
     if api:
         row["kernels"] = api.get("kernels")
@@ -78,11 +89,28 @@ def _row(rec: state.Record) -> dict[str, Any]:
     return row
 
 
+def _tunnel(name: str) -> dict[str, Any]:
+    """The supervisor's view: connected / reconnecting since T / failed: reason."""
+    st = supervisor.read_status(name)
+    if st is None:
+        return {"state": "none", "detail": f"no supervisor; `tether open {name}` starts one"}
+    return {k: st.get(k) for k in ("state", "since", "detail", "reconnects", "revives", "pid")}
+
+
+def _tunnel_text(t: dict[str, Any]) -> str:
+    if t["state"] == "reconnecting" and t.get("since"):
+        return f"reconnecting ({output.ago(time.time() - float(t['since']))})"
+    if t["state"] == "failed":
+        return f"failed: {t.get('detail')}"
+    return str(t["state"])
+
+
 def _text(row: dict[str, Any]) -> dict[str, str]:
     return {
         "name": row["name"],
         "host": row["host"],
         "state": row["state"],
+        "tunnel": _tunnel_text(row["tunnel"]),
         "pid": str(row["pid"]),
         "uptime": output.ago(row["uptime"]) if row["uptime"] is not None else "-",
         "kernels": "-" if row["kernels"] is None else str(row["kernels"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import webbrowser
 from pathlib import Path
 
-from jupyter_tether import forward, jupyter_api, output, ssh, state
+from jupyter_tether import forward, jupyter_api, output, ssh, state, supervisor
 from jupyter_tether.commands._common import record_or_fail, target_for
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -45,6 +45,7 @@ def _open(
         progress.say(f"  port {rec.local_port} is taken now; using {port}")
         rec = state.Record(**{**rec.__dict__, "local_port": port})
         state.save(rec)
+    supervisor.start(name)
     if as_json:
         output.emit_json({"name": name, "host": rec.ssh, "url": rec.url, "local_port": port})
     else:

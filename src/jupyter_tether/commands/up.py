@@ -15,8 +15,10 @@ from jupyter_tether import (
     output,
     probe,
     provision,
+    remote,
     ssh,
     state,
+    supervisor,
 )
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -29,12 +31,14 @@ def up(
     browser: bool = True,
     as_json: bool = False,
     verbose: bool = False,
+    autostart: bool = False,
     overrides: dict[str, Any] | None = None,
 ) -> int:
     profile = config.resolve(name, overrides=overrides)
     with state.lock(profile.name):
         return _up(
             profile,
+            autostart=autostart,
             ssh_config=ssh_config,
             port=port,
             browser=browser,
@@ -51,6 +55,7 @@ def _up(
     browser: bool,
     as_json: bool,
     verbose: bool,
+    autostart: bool,
 ) -> int:
     if port is None:
         port = profile.port
@@ -105,6 +110,12 @@ def _up(
         },
     )
     state.save(rec)
+    # From here on the supervisor owns the forward: it re-creates it on this port after
+    # a network drop, and brings the server back if it is gone.
+    supervisor_pid = supervisor.start(profile.name)
+    hook = _autostart(target, profile, found, python) if autostart else None
+    if hook:
+        progress.say(f"  autostart after reboot: {hook}")
     if as_json:
         output.emit_json(
             {
@@ -120,6 +131,8 @@ def _up(
                 "hostname": rec.hostname,
                 "versions": server.get("versions", {}),
                 "timings": progress.timings,
+                "supervisor": supervisor_pid,
+                "autostart": hook,
             }
         )
     else:
@@ -127,6 +140,28 @@ def _up(
     if browser:
         webbrowser.open(rec.url)
     return ExitCode.OK
+
+
+def _autostart(target: ssh.Target, profile: config.Profile, found: probe.Probe, python: str) -> str:
+    """Install the user-level restart hook on the server; say which one."""
+    if found.has("sbatch"):
+        raise TetherError(
+            f"{profile.ssh} has a batch scheduler (sbatch): autostart is refused there",
+            hint="on a cluster, long-running servers belong in batch jobs, not on login "
+            "nodes (process reapers kill them, and a reboot should not resurrect them)",
+            code=ExitCode.USAGE,
+        )
+    answer = launch.call(
+        target,
+        python,
+        {
+            "op": "autostart",
+            "name": profile.name,
+            "enable": True,
+            "agent_code": remote.read("agent.py"),
+        },
+    )
+    return f"{answer['hook']} ({answer.get('detail', '')})"
 
 
 def _remote_end(server: dict[str, Any]) -> str:

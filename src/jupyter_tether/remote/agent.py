@@ -16,6 +16,8 @@ Jupyter runtime files: ``$XDG_RUNTIME_DIR/jupyter-tether/NAME`` when lingering k
 that directory across logouts, else ``/tmp/jupyter-tether-UID/NAME``.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import http.client
@@ -30,11 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Dict
 
 MARK = "@@TETHER-JSON@@"
 SOCK_MAX = 100  # AF_UNIX paths are limited to ~107 bytes; keep a margin
-Json = dict[str, Any]
+Json = Dict[str, Any]
 
 
 class AgentError(Exception):
@@ -122,6 +124,7 @@ class Paths:
         self.config = os.path.join(self.server, "jupyter_config.json")
         self.launch_env = os.path.join(self.server, "launch.env")
         self.run_sh = os.path.join(self.server, "run.sh")
+        self.request = os.path.join(self.server, "request.json")
         self.lock = os.path.join(self.root, "locks", name + ".lock")
         self.log = os.path.join(self.root, "logs", name + ".log")
 
@@ -223,25 +226,80 @@ def read_token(p: Paths) -> str | None:
     return None
 
 
+def read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def runs(pid: int | None, word: str) -> bool:
+    """Is ``pid`` alive and running something with ``word`` in its command line?
+
+    After a reboot a recorded pid may belong to an unrelated process of ours: never
+    signal a pid just because it is alive.
+    """
+    if pid is None or not pid_alive(pid):
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return word.encode() in f.read()
+    except OSError:
+        return not os.path.isdir("/proc")  # no procfs: trust the pid file
+
+
+def _pid_file(st: Json, name: str) -> int | None:
+    try:
+        return int(read_text(os.path.join(st.get("rundir") or "/nonexistent", name)))
+    except ValueError:
+        return None
+
+
+def live_pid(st: Json) -> int | None:
+    """Jupyter's current pid: the run dir's pid file (the watchdog may have restarted it)."""
+    pid = _pid_file(st, "jupyter.pid")
+    if pid is None and isinstance(st.get("pid"), int):
+        pid = st["pid"]
+    return pid if runs(pid, "jupyter") else None
+
+
+def loop_pid(st: Json) -> int | None:
+    """The pid of run.sh, the server-side watchdog loop."""
+    pid = _pid_file(st, "run.pid")
+    return pid if runs(pid, "run.sh") else None
+
+
 def health(p: Paths, st: Json) -> Json:
-    """Is the recorded server alive and answering an authenticated request?"""
+    """Is the recorded server alive and answering an authenticated request?
+
+    States: running, restarting (the watchdog is bringing it back), failed (a crash
+    loop, with the reason and the log's tail), dead (nothing runs), unresponsive,
+    elsewhere (recorded on another node of a shared home).
+    """
     if st.get("hostname") and st["hostname"] != socket.gethostname():
         return {"state": "elsewhere", "detail": "runs on " + st["hostname"]}
-    if not pid_alive(st.get("pid")):
-        return {"state": "dead", "detail": "process %s is gone" % st.get("pid")}
+    failed = read_text(os.path.join(st.get("rundir") or "/nonexistent", "failed"))
+    pid = live_pid(st)
+    if not pid_alive(pid):
+        if failed:
+            return {"state": "failed", "detail": failed, "log_tail": log_tail(p.log, 20)}
+        if loop_pid(st) is not None:
+            return {"state": "restarting", "detail": "the watchdog is starting Jupyter again"}
+        return {"state": "dead", "detail": "process %s is gone" % pid}
     try:
         status, body = http_request(
             st, "GET", "/api/status?no_track_activity=1", read_token(p), timeout=5
         )
     except (OSError, http.client.HTTPException) as exc:
-        return {"state": "unresponsive", "detail": str(exc)}
+        return {"state": "unresponsive", "detail": str(exc), "pid": pid}
     if status != 200:
         return {"state": "unresponsive", "detail": "GET /api/status answered %d" % status}
     try:
         api = json.loads(body.decode())
     except ValueError:
         api = {}
-    return {"state": "running", "api": api}
+    return {"state": "running", "api": api, "pid": pid}
 
 
 # --- launching ----------------------------------------------------------------------
@@ -433,6 +491,8 @@ def write_launch_files(req: Json, p: Paths, rundir: str, argv: list[str], facts:
         "TETHER_NICE=%d" % int(req.get("nice", 10)),
         "TETHER_MODULES=%s" % q(" ".join(req.get("modules") or [])),
         "TETHER_MODULE_INIT=%s" % q(req.get("module_init") or ""),
+        "TETHER_MAX_STARTS=%d" % int(req.get("max_restarts", 5) + 1),
+        "TETHER_RESTART_WINDOW=%d" % int(req.get("restart_window", 120)),
         "PATH=%s" % q(facts["path"]),
         "JUPYTER_RUNTIME_DIR=%s" % q(os.path.join(rundir, "runtime")),
         "export PATH JUPYTER_RUNTIME_DIR",
@@ -529,8 +589,14 @@ def wait_ready(p: Paths, rundir: str, facts: Json, deadline: float) -> Json:
 
 
 def stop_processes(p: Paths, st: Json, token: str | None) -> str:
-    """Shut a server down: REST first (clean kernel shutdown), then SIGTERM, then SIGKILL."""
-    pid = st.get("pid")
+    """Shut a server down: REST first (clean kernel shutdown), then SIGTERM, then SIGKILL.
+
+    The "stop" file tells the watchdog loop in run.sh not to start Jupyter again.
+    """
+    rundir = st.get("rundir")
+    if rundir and os.path.isdir(rundir):
+        write_private(os.path.join(rundir, "stop"), "down\n")
+    pid = live_pid(st)
     how = "not running"
     if isinstance(pid, int) and pid_alive(pid):
         how = "api"
@@ -554,6 +620,16 @@ def stop_processes(p: Paths, st: Json, token: str | None) -> str:
                 time.sleep(0.05)
             if not pid_alive(pid):
                 break
+    loop = loop_pid(st)
+    if loop is not None:
+        end = time.monotonic() + 2
+        while pid_alive(loop) and time.monotonic() < end:
+            time.sleep(0.05)  # it exits by itself once it sees the stop file
+        if pid_alive(loop):
+            try:
+                os.kill(loop, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     rundir = st.get("rundir")
     if st.get("launcher") == "tmux" and rundir:
         tsock = os.path.join(rundir, "tmux.sock")
@@ -600,7 +676,13 @@ def op_up(req: Json) -> Json:
         if old is not None:
             h = health(p, old)
             if h["state"] == "running":
-                return dict(public_state(old), reused=True, token=read_token(p), api=h.get("api"))
+                return dict(
+                    public_state(old),
+                    pid=h.get("pid") or old.get("pid"),
+                    reused=True,
+                    token=read_token(p),
+                    api=h.get("api"),
+                )
             if h["state"] == "elsewhere":
                 raise AgentError(
                     "elsewhere",
@@ -608,7 +690,12 @@ def op_up(req: Json) -> Json:
                     % (p.name, old.get("hostname"), socket.gethostname()),
                     "connect to that node, or `tether down` it there first",
                 )
-            stop_processes(p, old, read_token(p))
+            # Dead (a reboot, everything killed) or failed: start it again with the same
+            # token, so an open browser tab keeps working.
+            token = read_token(p)
+            if token:
+                req = dict(req, token=token)
+            stop_processes(p, old, token)
             forget(p, old)
         private_dir(p.server)
         rundir = private_dir(os.path.join(run_base(), p.name))
@@ -651,6 +738,9 @@ def op_up(req: Json) -> Json:
         for entry in os.listdir(os.path.join(rundir, "runtime")):
             if entry.endswith("-open.html"):
                 remove_quietly(os.path.join(rundir, "runtime", entry))
+        # From now on the watchdog in run.sh restarts Jupyter when it dies.
+        write_private(os.path.join(rundir, "ready"), "")
+        write_private(p.request, json.dumps({k: v for k, v in req.items() if k != "token"}))
         st = {
             "name": p.name,
             "pid": ready["pid"],
@@ -699,9 +789,25 @@ def op_down(req: Json) -> Json:
         st = read_json(p.state)
         if st is None:
             return {"stopped": False, "how": "unknown"}
+        pid = live_pid(st)
         how = stop_processes(p, st, read_token(p))
         forget(p, st)
-        return {"stopped": True, "how": how, "pid": st.get("pid")}
+        return {"stopped": True, "how": how, "pid": pid}
+
+
+def op_revive(req: Json) -> Json:
+    """Start a recorded server again with its stored settings and token (after a reboot,
+    from the autostart hook; or when the workstation finds it dead)."""
+    p = Paths(req["name"])
+    stored = read_json(p.request)
+    token = read_token(p)
+    if stored is None or token is None:
+        raise AgentError(
+            "not_found",
+            "no server called %s is recorded here" % p.name,
+            "start it with `tether up`",
+        )
+    return op_up(dict(stored, token=token, op="up"))
 
 
 def op_logs(req: Json) -> Json:
@@ -709,13 +815,136 @@ def op_logs(req: Json) -> Json:
     return {"log": p.log, "text": log_tail(p.log, int(req.get("lines") or 50))}
 
 
-OPS = {"up": op_up, "status": op_status, "down": op_down, "logs": op_logs}
+def data_root() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(base, "jupyter-tether")
 
 
-def main() -> int:
-    line = sys.stdin.readline()
+def _run_quiet(argv: list[str], stdin: str | None = None) -> tuple[int, str]:
     try:
-        req = json.loads(line)
+        cp = subprocess.run(
+            argv,
+            input=(stdin or "").encode(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, str(exc)
+    return cp.returncode, cp.stdout.decode(errors="replace")
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def systemd_user_ok() -> tuple[bool, str]:
+    """A user manager runs, and lingering keeps it alive without a login (or we may enable it)."""
+    if not shutil.which("systemctl"):
+        return False, "no systemctl"
+    rc, out = _run_quiet(["systemctl", "--user", "show-environment"])
+    if rc != 0:
+        return False, "no systemd user manager (%s)" % out.strip().splitlines()[-1:]
+    if os.path.exists("/var/lib/systemd/linger/" + _user()):
+        return True, "lingering is enabled"
+    if shutil.which("loginctl"):
+        rc, out = _run_quiet(["loginctl", "enable-linger", _user()])
+        if rc == 0:
+            return True, "lingering enabled now"
+    return False, "lingering is off and cannot be enabled by this user"
+
+
+CRON_TAG = "# jupyter-tether:"
+
+
+def _crontab_lines() -> list[str]:
+    rc, out = _run_quiet(["crontab", "-l"])
+    return out.splitlines() if rc == 0 else []
+
+
+def op_autostart(req: Json) -> Json:
+    """Install (or remove, with enable=false) a user-level hook that revives the server
+    after a reboot: a systemd --user unit when lingering allows it, else @reboot cron."""
+    p = Paths(req["name"])
+    agent = os.path.join(private_tree(data_root()), "agent.py")
+    unit_name = "jupyter-tether-%s.service" % p.name
+    unit_dir = os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "systemd", "user"
+    )
+    unit = os.path.join(unit_dir, unit_name)
+    tag = CRON_TAG + p.name
+    removed = []
+    if os.path.exists(unit):
+        _run_quiet(["systemctl", "--user", "disable", unit_name])
+        remove_quietly(unit)
+        removed.append("systemd")
+    if shutil.which("crontab"):
+        lines = _crontab_lines()
+        kept = [line for line in lines if not line.rstrip().endswith(tag)]
+        if kept != lines:
+            _run_quiet(["crontab", "-"], "".join(line + "\n" for line in kept))
+            removed.append("cron")
+    if not req.get("enable"):
+        return {"hook": None, "removed": removed}
+    if read_json(p.request) is None:
+        raise AgentError(
+            "not_found",
+            "no server called %s is recorded here" % p.name,
+            "start it with `tether up` first",
+        )
+    write_private(agent, req["agent_code"])
+    command = [sys.executable, agent, "revive", p.name]
+    ok, why = systemd_user_ok()
+    if ok:
+        os.makedirs(unit_dir, 0o700, exist_ok=True)
+        write_private(
+            unit,
+            "[Unit]\nDescription=jupyter-tether server %s\n\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=%s\n\n"
+            "[Install]\nWantedBy=default.target\n" % (p.name, " ".join(command)),
+        )
+        _run_quiet(["systemctl", "--user", "daemon-reload"])
+        rc, out = _run_quiet(["systemctl", "--user", "enable", unit_name])
+        if rc == 0:
+            return {"hook": "systemd", "detail": "%s (%s)" % (unit, why), "command": command}
+        remove_quietly(unit)
+        why = "systemctl --user enable failed: " + out.strip()
+    if shutil.which("crontab"):
+        line = "@reboot %s >/dev/null 2>&1 %s" % (" ".join(shlex.quote(c) for c in command), tag)
+        rc, out = _run_quiet(["crontab", "-"], "".join(x + "\n" for x in [*_crontab_lines(), line]))
+        if rc == 0:
+            return {
+                "hook": "cron",
+                "detail": "@reboot entry in your crontab (%s)" % why,
+                "command": command,
+            }
+        why += "; crontab refused: " + out.strip()
+    raise AgentError(
+        "no_autostart",
+        "autostart is not available on this server (%s; no usable crontab)" % why,
+        "ask the administrators to enable lingering (loginctl enable-linger) or cron for you",
+    )
+
+
+OPS = {
+    "up": op_up,
+    "status": op_status,
+    "down": op_down,
+    "logs": op_logs,
+    "revive": op_revive,
+    "autostart": op_autostart,
+}
+
+
+def main(argv: list[str]) -> int:
+    """One request: a JSON line on stdin, or ``agent.py OP NAME`` (the autostart hook)."""
+    try:
+        req = (
+            {"op": argv[1], "name": argv[2]} if len(argv) >= 3 else json.loads(sys.stdin.readline())
+        )
         op = OPS[req["op"]]
     except (ValueError, KeyError, TypeError):
         answer: Json = {"ok": False, "kind": "bad_request", "message": "bad request"}
@@ -740,9 +969,9 @@ def main() -> int:
             }
     sys.stdout.write("\n" + MARK + " " + json.dumps(answer) + "\n")
     sys.stdout.flush()
-    return 0
+    return 0 if answer.get("ok") or len(argv) < 3 else 1
 
 
 if __name__ in ("__main__", "__tether_agent__"):
     os.umask(0o077)
-    sys.exit(main())
+    sys.exit(main(sys.argv))

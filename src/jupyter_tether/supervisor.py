@@ -1,0 +1,298 @@
+"""The tunnel supervisor: one small background process per connected server.
+
+Started by ``up`` and ``open``, it keeps ``127.0.0.1:PORT`` answering: every second it
+asks the server for ``/api/status`` through the forward.  When that stops working it
+finds out why and repairs it, with a capped backoff (the network may come back at any
+moment, so the cap is one second):
+
+* the request times out: the link is dead (or the laptop slept).  The ControlMaster is
+  ended at once instead of waiting for ServerAlive, and rebuilt (BatchMode: keys and
+  agents work unattended; a password or 2FA login cannot, and is reported as such);
+* the request is refused at once: the link is fine but Jupyter is gone. The server's
+  own watchdog (run.sh) restarts crashes; if nothing runs there any more (a reboot,
+  every process killed) the supervisor revives it with the same token and socket;
+* the forward is re-added on the same local port, so open browser tabs keep working.
+
+Exactly one supervisor runs per server (a lock file held for its lifetime).  Its state
+(connected / reconnecting since T / failed: reason) is in ``supervisors/NAME.json`` for
+``tether ls``, and its log in ``supervisors/NAME.log`` for ``tether logs --tunnel``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from jupyter_tether import jupyter_api, launch, paths, ssh, state
+from jupyter_tether.errors import TetherError
+
+INTERVAL = 1.0  # seconds between health checks while connected
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 1.0
+CHECK_TIMEOUT = 2.0  # a /api/status slower than this counts as "no answer"
+DEAD_AFTER = 2  # consecutive timeouts before the link is declared dead
+REVIVES = (3, 600.0)  # at most 3 revivals of a dead server per 10 minutes
+GIVE_UP = 24 * 3600.0  # a supervisor failing for a whole day stops
+
+
+def _dir() -> Path:
+    d = paths.state_dir() / "supervisors"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return d
+
+
+def status_path(name: str) -> Path:
+    return _dir() / f"{name}.json"
+
+
+def log_path(name: str) -> Path:
+    return _dir() / f"{name}.log"
+
+
+def _lock_path(name: str) -> Path:
+    return _dir() / f"{name}.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+            return False
+    return True
+
+
+def read_status(name: str) -> dict[str, Any] | None:
+    """The supervisor's last word, or None if none runs for ``name``."""
+    try:
+        data = json.loads(status_path(name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not _pid_alive(int(data.get("pid", 0))):
+        return None
+    return data
+
+
+def start(name: str) -> int:
+    """Start the supervisor for ``name`` unless one runs; return its pid."""
+    current = read_status(name)
+    if current is not None:
+        return int(current["pid"])
+    log = os.open(log_path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_tether.supervisor", name],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # survives the terminal closing
+            close_fds=True,
+        )
+    finally:
+        os.close(log)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        current = read_status(name)
+        if current is not None:
+            return int(current["pid"])
+        if proc.poll() is not None:
+            break  # lost the race to another supervisor, or failed: look once more
+        time.sleep(0.05)
+    current = read_status(name)
+    return int(current["pid"]) if current else proc.pid
+
+
+def stop(name: str) -> bool:
+    """Stop the supervisor for ``name`` (SIGTERM, then SIGKILL); True if one ran."""
+    current = read_status(name)
+    if current is None:
+        return False
+    pid = int(current["pid"])
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _pid_alive(pid):
+            break
+    status_path(name).unlink(missing_ok=True)
+    return True
+
+
+class _Supervisor:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopping = False
+        self.status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "state": "connecting",
+            "since": time.time(),
+            "detail": "",
+            "reconnects": 0,
+            "revives": 0,
+        }
+        self.revived: deque[float] = deque()
+        self.timeouts = 0
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{stamp} {self.name}: {text}", flush=True)
+
+    def set(self, state_: str, detail: str = "") -> None:
+        if state_ != self.status["state"]:
+            self.status["since"] = time.time()
+            self.say(f"{state_}" + (f": {detail}" if detail else ""))
+        self.status["state"] = state_
+        self.status["detail"] = detail
+        self.status["checked"] = time.time()
+        paths.write_private(status_path(self.name), json.dumps(self.status))
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def check(self, rec: state.Record) -> str:
+        """ "ok", "timeout" (no answer: the link), or "refused" (answered badly: the server)."""
+        try:
+            code, _ = jupyter_api.request(
+                rec.local_port,
+                "GET",
+                "/api/status?no_track_activity=1",
+                rec.token,
+                timeout=CHECK_TIMEOUT,
+            )
+        except jupyter_api.Unreachable as exc:
+            return "timeout" if "timed out" in str(exc).lower() else "refused"
+        return "ok" if code == 200 else "refused"
+
+    def run(self) -> int:
+        backoff = BACKOFF_MIN
+        failing_since: float | None = None
+        while not self.stopping:
+            rec = state.load(self.name)
+            if rec is None:
+                self.say("the server was taken down; exiting")
+                return 0
+            result = self.check(rec)
+            if result == "ok":
+                if self.status["state"] != "connected":
+                    if self.status["state"] == "reconnecting":
+                        self.status["reconnects"] += 1
+                    self.set("connected")
+                else:
+                    self.status["checked"] = time.time()
+                backoff, failing_since, self.timeouts = BACKOFF_MIN, None, 0
+                self.sleep(INTERVAL)
+                continue
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > GIVE_UP:
+                self.set("failed", "could not reconnect for a day; giving up")
+                return 1
+            try:
+                self.repair(rec, result)
+            except TetherError as exc:
+                if self.status["state"] != "failed":
+                    self.set("reconnecting", exc.message)
+            self.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        return 0
+
+    def repair(self, rec: state.Record, result: str) -> None:
+        target = dataclasses.replace(
+            ssh.make_target(rec.ssh, config_file=Path(rec.ssh_config) if rec.ssh_config else None),
+            connect_timeout=5,
+        )
+        if self.status["state"] == "connected":
+            self.set("reconnecting", "the server stopped answering")
+        if result == "timeout":
+            self.timeouts += 1
+            if self.timeouts < DEAD_AFTER:
+                return  # one slow answer is not a dead link yet
+            if ssh.master_alive(target):
+                # No answer at all: the link is dead, even if ServerAlive hasn't said so.
+                self.say("no answer through the link; dropping the ssh connection")
+                ssh.exit_master(target)
+        if not ssh.master_alive(target):
+            ssh.ensure_master(target, batch=True)
+            self.say("ssh connection re-established")
+        self.timeouts = 0
+        res = ssh.add_forward(target, rec.local_port, rec.remote)
+        if not res.ok:
+            raise TetherError(
+                f"cannot forward 127.0.0.1:{rec.local_port} again: "
+                f"{ssh.first_meaningful_line(res.stderr)}"
+            )
+        if self.check(rec) == "ok":
+            return
+        self.server_side(target, rec)
+
+    def server_side(self, target: ssh.Target, rec: state.Record) -> None:
+        """The link works but Jupyter does not answer: ask the server what happened."""
+        python = str(rec.extra.get("python") or "python3")
+        answer = launch.call(target, python, {"op": "status", "name": rec.name}, timeout=20)
+        servers = answer.get("servers") or []
+        health = servers[0].get("health", {}) if servers else {"state": "dead"}
+        what = health.get("state")
+        if what in ("running", "restarting", "unresponsive"):
+            self.set("reconnecting", f"server {what}")
+            return
+        if what == "failed":
+            self.set("failed", str(health.get("detail") or "the server failed"))
+            return
+        now = time.monotonic()
+        while self.revived and now - self.revived[0] > REVIVES[1]:
+            self.revived.popleft()
+        if len(self.revived) >= REVIVES[0]:
+            self.set("failed", f"the server died {REVIVES[0]} times in {REVIVES[1]:.0f} s")
+            return
+        self.revived.append(now)
+        self.say(f"the server is {what}: starting it again with the same token")
+        answer = launch.call(target, python, {"op": "revive", "name": rec.name}, timeout=180)
+        self.status["revives"] += 1
+        remote = str(answer.get("sock") or f"127.0.0.1:{answer.get('port')}")
+        if remote != rec.remote or answer.get("pid") != rec.pid:
+            state.save(state.Record(**{**rec.__dict__, "remote": remote, "pid": answer["pid"]}))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m jupyter_tether.supervisor NAME", file=sys.stderr)
+        return 2
+    name = argv[1]
+    fd = os.open(_lock_path(name), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another supervisor already looks after this server
+    sup = _Supervisor(name)
+
+    def _stop(_signum: int, _frame: object) -> None:
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sup.set("connecting")
+    try:
+        return sup.run()
+    finally:
+        if sup.stopping:
+            status_path(name).unlink(missing_ok=True)
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
