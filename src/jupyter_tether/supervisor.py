@@ -252,6 +252,16 @@ class _Supervisor:
         if what == "failed":
             self.set("failed", str(health.get("detail") or "the server failed"))
             return
+        if what == "elsewhere":
+            # The alias now lands on another login node (round-robin DNS) than the one
+            # the server runs on: its socket is not reachable from this node.
+            self.set(
+                "failed",
+                f"{rec.ssh} now reaches node {answer.get('hostname')}, but the server runs "
+                f"on {rec.hostname}; point the profile's ssh at that node (or add HostName "
+                "for it to ~/.ssh/config) and `tether open` again",
+            )
+            return
         now = time.monotonic()
         while self.revived and now - self.revived[0] > REVIVES[1]:
             self.revived.popleft()
