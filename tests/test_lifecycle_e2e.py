@@ -176,9 +176,14 @@ def test_config_shows_the_resolved_profile(tether: Tether) -> None:
     assert data["app"] == "notebook"
     assert data["nice"] == 3
     assert data["modules"] == ["python/3.11"]
+    tether.profile("aura", ssh="me@aura.example.edu", env_vars={"A": "1 2"})
     text = tether("config", "aura")
     assert 'ssh = "me@aura.example.edu"' in text.out
     assert "[hosts.aura]" in text.out
+    import tomllib
+
+    parsed = tomllib.loads(text.out)["hosts"]["aura"]  # what it prints is TOML
+    assert parsed["env_vars"] == {"A": "1 2"}
 
 
 @pytest.fixture(scope="module")

@@ -27,5 +27,14 @@ def show_config(name: str | None, *, as_json: bool = False, overrides: dict[str,
     for key, value in data.items():
         if key in ("name", "source") or value is None:
             continue
-        print(f"{key} = {json.dumps(value)}")
+        print(f"{key} = {_toml(value)}")
     return 0
+
+
+def _toml(value: Any) -> str:
+    """A TOML value: JSON's strings, numbers and arrays are TOML too; tables are not."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
