@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from jupyter_tether import provision
-from jupyter_tether.sandbox import ensure_user, host_entry, start_sshd, stop_sshd
+from jupyter_tether import jupyter_api, provision
+from jupyter_tether.sandbox import ensure_user, host_entry, start_sshd, stop_sshd, terminate
 from tests.conftest import IS_ROOT, SandboxSshConfig, SandboxTopology, as_user, home_of
 from tests.helpers import Tether, remote_procs
 from tests.test_up_e2e import run_in_kernel
@@ -46,6 +46,14 @@ def prov_user() -> str:
     """A fresh account: whatever an earlier session provisioned is removed first."""
     pw = ensure_user(PROV_USER)
     home = Path(pw.pw_dir)
+    # Servers an interrupted session left running (this account is the tests' own).
+    listing = subprocess.run(
+        ["ps", "-u", PROV_USER, "-o", "pid="], capture_output=True, text=True, check=False
+    )
+    pids = [int(p) for p in listing.stdout.split()]
+    if pids:
+        terminate(pids)
+    shutil.rmtree(f"/tmp/jupyter-tether-{pw.pw_uid}", ignore_errors=True)
     data = home / ".local/share/jupyter-tether"
     for mount in (data / "envs" / ".incoming", data):  # left by an interrupted session
         if os.path.ismount(mount):
@@ -90,6 +98,11 @@ def data_dir(user: str = PROV_USER) -> Path:
 def envs_of(profile: str) -> list[Path]:
     root = data_dir() / "envs"
     return sorted(p for p in root.glob(f"{profile}-*") if (p / ".tether-env.json").is_file())
+
+
+def env_python_of(profile: str) -> Path:
+    (env,) = envs_of(profile)
+    return env / "bin" / "python"
 
 
 def up_json(t: Tether, name: str) -> dict[str, Any]:
@@ -246,15 +259,27 @@ def test_modules_put_the_python_on_path(ptether: Tether, prov_sshd: str, sandbox
     modfile.write_text(f"#%Module1.0\nprepend-path PATH {bindir}\nsetenv TESTPY_LOADED 1\n")
     for p in (root, *root.rglob("*")):
         p.chmod(p.stat().st_mode | 0o755)
+    ptether.profile(prov_sshd, packages=PACKAGES)
+    up_json(ptether, prov_sshd)  # another environment, to register as an extra kernel
+    ptether("down", prov_sshd)
+    (other,) = envs_of(prov_sshd)[-1:]
     name = "tt-prov-mod"
     ptether.profile(
         name,
         ssh=prov_sshd,
         modules=["testpy/1.0"],
         packages=["requests"],
+        kernels=[str(other)],
         env_vars={"MODULEPATH": str(root / "modulefiles")},
     )
     info = up_json(ptether, name)
+    status, body = jupyter_api.request(
+        info["local_port"], "GET", "/api/kernelspecs", token_of(info)
+    )
+    assert status == 200
+    specs = json.loads(body)["kernelspecs"]
+    assert f"tether-{other.name}".lower() in specs, sorted(specs)
+    assert specs["python3"]["spec"]["argv"][0] in ("python", str(env_python_of(name)))
     (env,) = envs_of(name)
     marker = json.loads((env / ".tether-env.json").read_text())
     assert marker["python"] == str(wrapper)
@@ -267,7 +292,11 @@ def test_modules_put_the_python_on_path(ptether: Tether, prov_sshd: str, sandbox
 
 @pytest.fixture
 def prov_far(
-    topology: SandboxTopology, sandbox_dir: Path, client_key: Path, prov_user: str
+    topology: SandboxTopology,
+    sandbox_dir: Path,
+    client_key: Path,
+    prov_user: str,
+    ptether: Tether,
 ) -> Iterator[str]:
     """An sshd for tether-prov inside the server namespace (no route out), port 2222."""
     server = start_sshd(
@@ -284,6 +313,7 @@ def prov_far(
         )
         yield "tt-prov-far"
     finally:
+        ptether("down", "tt-prov-far")  # while its sshd still runs
         stop_sshd(server)
 
 
@@ -444,3 +474,27 @@ def test_doctor_broken_conditions(
         stop_sshd(server)
     assert checks["forwarding"]["status"] == "warn"
     assert "AllowStreamLocalForwarding" in checks["forwarding"]["fix"]
+
+
+def test_no_usable_python_lists_what_was_tried(
+    ptether: Tether, prov_sshd: str, sandbox_dir: Path
+) -> None:
+    """Chain steps 3 and 4 fail here for real: uv's CPython builds come from a file://
+    mirror that is empty (so nothing leaves this machine), and the source build lacks
+    headers or a tarball. The error names every step and why it failed."""
+    mirror = sandbox_dir / "empty-python-mirror"
+    mirror.mkdir(exist_ok=True)
+    ptether.profile(
+        prov_sshd,
+        python="3.13",
+        packages=[],
+        build_from_source=True,
+        env_vars={"UV_PYTHON_INSTALL_MIRROR": mirror.as_uri()},
+    )
+    res = ptether("up", prov_sshd, "--no-browser")
+    assert res.rc == 10, res.err
+    assert "no usable Python >= 3.9" in res.err
+    assert "does not match 3.13" in res.err  # step 2: the system python3 is 3.11
+    assert "uv python install 3.13:" in res.err  # step 3
+    assert "source build:" in res.err  # step 4
+    assert "UV_PYTHON_INSTALL_MIRROR" in res.err  # the hint says how to get further

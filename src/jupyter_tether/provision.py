@@ -546,4 +546,11 @@ def ensure(
         progress.say(f"  removed interrupted builds: {', '.join(built['cleaned'])}")
     if built.get("removed"):
         progress.say(f"  removed old environments: {', '.join(built['removed'])}")
+    for server in found.servers:
+        jupyter = str(server.get("jupyter") or "")
+        if server.get("name") == profile.name and not jupyter.startswith(built["env"] + "/"):
+            progress.say(
+                f"  note: a running server of {profile.name} keeps its old environment; "
+                f"`tether down {profile.name}` and `up` again to switch"
+            )
     return str(built["env"])
