@@ -77,7 +77,7 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "root_dir": ((str,), "a string (a directory on the server)"),
     "modules": ((list,), "a list of strings (module names)"),
     "nice": ((int,), "an integer from 0 to 19"),
-    "env_vars": ((dict,), "a table of string values"),
+    "env_vars": ((dict,), "a table of string values named like shell variables (A-Z, 0-9, _)"),
     "port": ((int,), "an integer from 1024 to 65535"),
     "transport": ((str,), 'one of "auto", "socket", "tcp"'),
     "startup_timeout": ((int, float), "a number of seconds"),
@@ -93,6 +93,7 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 _STR_LISTS = ("modules", "packages", "extra_index_urls", "kernels")
 
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -162,7 +163,8 @@ def _check_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
     if ok and key in ("python", "requirements", "index_url"):
         ok = bool(value.strip())
     if ok and key == "env_vars":
-        ok = all(isinstance(v, str) for v in value.values())
+        # Names reach a shell script on the server (launch.env): identifiers only.
+        ok = all(isinstance(v, str) and _ENV_NAME_RE.match(k) for k, v in value.items())
     if ok and key == "app":
         ok = value in APPS
     if ok and key == "transport":

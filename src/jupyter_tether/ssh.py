@@ -87,8 +87,14 @@ class Target:
         return [*self.base_argv(), "-O", op, *extra, "--", self.destination]
 
 
+# What an ssh destination ([user@]host[:port], ssh://..., an alias) is made of. Anything
+# else (spaces, quotes, ;, $, `) is refused: older OpenSSH hands %h/%r to a shell in
+# ProxyCommand and Match exec (CVE-2023-51385).
+_DESTINATION_RE = re.compile(r"^[A-Za-z0-9._@%:/\[\]+-]+$")
+
+
 def make_target(destination: str, *, config_file: Path | None = None) -> Target:
-    if destination.startswith("-"):
+    if destination.startswith("-") or not _DESTINATION_RE.match(destination):
         raise TetherError(
             f"{destination!r} is not an ssh destination",
             hint="a destination is an alias from ~/.ssh/config or [user@]host",

@@ -961,11 +961,17 @@ def main(argv: list[str]) -> int:
             }
         except OSError as exc:
             kind = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "os_error"
+            hint = {
+                errno.ENOSPC: "free some space in your home on the server (`du -sh ~/.*`)",
+                errno.EDQUOT: "you are over your disk quota on the server (`quota -s`)",
+                errno.EROFS: "your home on the server is read-only; set XDG_STATE_HOME "
+                "to a writable directory there, or ask the administrators",
+            }.get(exc.errno or 0, "check that you can write to that path on the server")
             answer = {
                 "ok": False,
                 "kind": kind,
                 "message": "%s: %s" % (exc.filename or "", exc.strerror),
-                "hint": "",
+                "hint": hint,
             }
     sys.stdout.write("\n" + MARK + " " + json.dumps(answer) + "\n")
     sys.stdout.flush()
