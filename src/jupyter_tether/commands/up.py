@@ -67,6 +67,7 @@ def _up(
 
     with progress.phase("connect", profile.ssh):
         started_master = ssh.ensure_master(target)
+    launched = False  # this command may have started a server that no record names yet
     try:
         with progress.phase("probe"):
             found = probe.probe(target)
@@ -78,7 +79,9 @@ def _up(
         ):
             transport = "tcp"
         with progress.phase("start", f"jupyter {profile.app} on {found.hostname}"):
+            launched = previous is None
             server = launch.start(target, profile, found, python=python, transport=transport)
+        launched = launched and not server.get("reused")
         if server.get("reused"):
             progress.say(f"  reusing the running server (pid {server['pid']})")
         elif server["transport"] == "tcp" and transport == "socket":
@@ -87,7 +90,11 @@ def _up(
             target, profile, found, server, python=python, port=port, progress=progress
         )
     except BaseException:
-        # Leave nothing behind that this command created: a master nobody uses goes too.
+        # Leave nothing behind that this command created: an interrupted or failed `up`
+        # leaves the old state or the new one, never a server without a record (issue 5).
+        if launched:
+            _take_down(target, profile.name, python)
+        # A master nobody uses goes too.
         if started_master and not any(r.ssh == profile.ssh for r in state.all_records()):
             ssh.exit_master(target)
         raise
@@ -140,6 +147,14 @@ def _up(
     if browser:
         webbrowser.open(rec.url)
     return ExitCode.OK
+
+
+def _take_down(target: ssh.Target, name: str, python: str) -> None:
+    """Best effort: stop a server this command started (the agent waits for its lock)."""
+    try:
+        launch.call(target, python, {"op": "down", "name": name}, timeout=90)
+    except (TetherError, OSError):
+        pass
 
 
 def _autostart(target: ssh.Target, profile: config.Profile, found: probe.Probe, python: str) -> str:
