@@ -65,6 +65,7 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
 _FIXTURE_MARKERS = {
     "sshd": "e2e",
     "jupyter_env": "e2e",
+    "plot_env": "e2e",
     "topology": "netns",
 }
 
@@ -176,6 +177,16 @@ def as_user(
 def jupyter_env(remote_user: str) -> Path:
     """A venv with JupyterLab at ``~remote_user/jlab``, owned by remote_user (cached)."""
     return make_jupyter_env(remote_user, home_of(remote_user) / "jlab")
+
+
+@pytest.fixture(scope="session")
+def plot_env(remote_user: str) -> Path:
+    """Like ``jupyter_env``, plus matplotlib, at ``~remote_user/jlab-plot`` (cached)."""
+    return make_jupyter_env(
+        remote_user,
+        home_of(remote_user) / "jlab-plot",
+        packages=("jupyterlab", "ipykernel", "matplotlib"),
+    )
 
 
 # --------------------------------------------------------------------------- 5. sshd
