@@ -14,7 +14,7 @@ import pytest
 from jupyter_tether import state
 from jupyter_tether.errors import ExitCode
 from jupyter_tether.sandbox import generate_key, host_entry, write_ssh_config
-from tests.conftest import IS_ROOT, LocalSshd, home_of
+from tests.conftest import IS_ROOT, LocalSshd, as_user, home_of
 from tests.helpers import Run, Tether, remote_procs
 
 pytestmark = pytest.mark.e2e
@@ -93,9 +93,13 @@ def test_auth_failure(
 
 
 def test_jupyter_missing_on_server(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:
-    # The test account has no Jupyter on its login PATH.
+    """The profile's environment exists but has no Jupyter in it."""
+    bare = home_of(sshd.user) / "tt-bare-venv"
+    made = as_user(sshd.user, ["/usr/bin/python3", "-m", "venv", "--without-pip", str(bare)])
+    assert made.returncode == 0, made.stderr
+    tether.profile("tt-server", env="~/tt-bare-venv")
     res = tether("up", "tt-server", "--no-browser")
-    assert_failed(res, ExitCode.REMOTE_ENV, "jupyter", "not installed", "env")
+    assert_failed(res, ExitCode.REMOTE_ENV, "no jupyter", "~/tt-bare-venv", "install jupyterlab")
     assert_clean(tether_home, sshd, "tt-server")
 
 

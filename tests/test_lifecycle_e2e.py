@@ -180,7 +180,10 @@ def test_config_shows_the_resolved_profile(tether: Tether) -> None:
     text = tether("config", "aura")
     assert 'ssh = "me@aura.example.edu"' in text.out
     assert "[hosts.aura]" in text.out
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
 
     parsed = tomllib.loads(text.out)["hosts"]["aura"]  # what it prints is TOML
     assert parsed["env_vars"] == {"A": "1 2"}

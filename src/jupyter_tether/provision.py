@@ -473,9 +473,14 @@ def go_offline(profile: Profile, prep: dict[str, Any]) -> bool:
 def apply(
     target: ssh.Target, profile: Profile, found: Probe, *, progress: output.Progress
 ) -> Profile:
-    """``profile`` with ``env`` pointing at its managed environment, when it asks for one
-    (any of python/packages/requirements/jupyter/kernels) and brings none of its own."""
-    if profile.env or not profile.provision:
+    """``profile`` with ``env`` pointing at its managed environment.
+
+    A profile that brings its own ``env`` is used as it is; one that asks for nothing in
+    particular uses the Jupyter on the login PATH when there is one. Otherwise (it asks
+    for python/packages/requirements/jupyter/kernels, or the server has no Jupyter at
+    all) tether builds the environment: `tether up HOST` works on a bare account.
+    """
+    if profile.env or (not profile.provision and found.jupyter):
         return profile
     return dataclasses.replace(profile, env=ensure(target, profile, found, progress=progress))
 

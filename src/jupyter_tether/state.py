@@ -105,7 +105,9 @@ def set_host_fact(ssh: str, key: str, value: Any) -> None:
 def lock(name: str, *, timeout: float = 300) -> Iterator[None]:
     """One local `up`/`open`/`down` per server at a time, so concurrent commands agree on
     one record and one local port (the server side has its own lock)."""
-    d = paths.state_dir() / "locks"
+    # Not "locks": on a server that is also the workstation (the demo, or `tether up
+    # localhost`) the agent's own locks/NAME.lock lives in the same state directory.
+    d = paths.state_dir() / "client-locks"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(d / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -1,10 +1,10 @@
 """`tether demo`: try jupyter-tether without a server of your own.
 
 Starts a throwaway sshd on 127.0.0.1 for the current user (its own host key, client key
-and ssh config, nothing in ~/.ssh is touched), builds a JupyterLab environment for the
-"server" side, and runs the real `tether up` against it.  On a terminal it waits for
-Enter or Ctrl-C and then takes everything down again; elsewhere it checks the server
-answers and tears down at once (unless --keep).
+and ssh config, nothing in ~/.ssh is touched) and runs the real `tether up` against it,
+which provisions Python + JupyterLab on the "server" side as it would anywhere.  On a
+terminal it waits for Enter or Ctrl-C and then takes everything down again; elsewhere
+it checks the server answers and tears down at once (unless --keep).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jupyter_tether import jupyter_api, paths, sandbox, state
+from jupyter_tether import jupyter_api, sandbox, state
 from jupyter_tether.commands import down, up
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -38,16 +38,14 @@ def demo(
         config = sandbox.write_ssh_config(
             work / "ssh_config", [sandbox.host_entry(server, ALIAS, user=user)]
         )
-        env_dir = paths.cache_dir() / "demo" / "jlab"
-        say(f"• jupyter  a JupyterLab environment for the sandbox ({env_dir})")
-        env = sandbox.make_jupyter_env(user, env_dir)
+        # No `env`: the sandbox account has no Jupyter, so `up` provisions one, exactly
+        # as on a real server (uv copied over, an environment built in the home dir).
         rc = up.up(
             ALIAS,
             ssh_config=config,
             browser=browser,
             as_json=as_json,
             verbose=verbose,
-            overrides={"env": str(env)},
         )
         rec = state.load(ALIAS)
         if rec is None or jupyter_api.status(rec.local_port, rec.token) is None:
