@@ -6,9 +6,13 @@ environment variables instead of touching the real home directory.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -98,3 +102,23 @@ def write_private(path: Path, data: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, *, timeout: float, busy: TetherError) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` for the block; raise ``busy`` after ``timeout``."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise busy from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

@@ -10,12 +10,9 @@ script on stdin, so the login shell (bash, zsh, tcsh, fish) never parses our tex
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,31 +145,19 @@ def resolve(target: Target) -> Resolved:
     )
 
 
-@contextlib.contextmanager
-def _master_lock(target: Target) -> Iterator[None]:
+def _master_lock(target: Target) -> contextlib.AbstractContextManager[None]:
     """Serialise master start-up per destination: two masters would leave a stray ssh."""
     assert target.control_dir is not None
     name = re.sub(r"[^A-Za-z0-9._@-]", "_", target.destination)[:80]
-    lock_path = target.control_dir / f".{name}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TetherError(
-                        f"another tether command has been connecting to {target.destination} "
-                        "for 2 minutes",
-                        hint="it may be waiting for a password or 2FA prompt in another terminal",
-                        code=ExitCode.SSH_CONNECT,
-                    ) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
+    return paths.hold_lock(
+        target.control_dir / f".{name}.lock",
+        timeout=120,
+        busy=TetherError(
+            f"another tether command has been connecting to {target.destination} for 2 minutes",
+            hint="it may be waiting for a password or 2FA prompt in another terminal",
+            code=ExitCode.SSH_CONNECT,
+        ),
+    )
 
 
 def master_alive(target: Target) -> bool:

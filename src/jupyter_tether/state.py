@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,29 +97,17 @@ def set_host_fact(ssh: str, key: str, value: Any) -> None:
     paths.write_private(path, json.dumps(data))
 
 
-@contextlib.contextmanager
-def lock(name: str, *, timeout: float = 300) -> Iterator[None]:
+def lock(name: str, *, timeout: float = 300) -> contextlib.AbstractContextManager[None]:
     """One local `up`/`open`/`down` per server at a time, so concurrent commands agree on
     one record and one local port (the server side has its own lock)."""
     # Not "locks": on a server that is also the workstation (the demo, or `tether up
     # localhost`) the agent's own locks/NAME.lock lives in the same state directory.
-    d = paths.state_dir() / "client-locks"
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(d / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TetherError(
-                        f"another tether command has been busy with {name!r} for {timeout:.0f} s",
-                        hint="wait for it to finish (it may be waiting for a password prompt)",
-                        code=ExitCode.ERROR,
-                    ) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
+    return paths.hold_lock(
+        paths.state_dir() / "client-locks" / f"{name}.lock",
+        timeout=timeout,
+        busy=TetherError(
+            f"another tether command has been busy with {name!r} for {timeout:.0f} s",
+            hint="wait for it to finish (it may be waiting for a password prompt)",
+            code=ExitCode.ERROR,
+        ),
+    )
