@@ -7,6 +7,7 @@ Sections (add new fixtures to the section they belong to, or a new section):
 3. Accounts and running commands as them
 4. The Jupyter environment on the "server"
 5. SSH servers and the sandbox ssh config
+5b. The provisioning account (``tether-prov``, alias ``tt-prov``) and its download cache
 6. Per-test tool directories
 
 Everything the suite starts lives in one session directory under /tmp (kept after the
@@ -45,6 +46,7 @@ from jupyter_tether.sandbox import (
     start_sshd,
     stop_sshd,
     teardown_topology,
+    terminate,
     unique_prefix,
     write_ssh_config,
 )
@@ -53,6 +55,7 @@ from tests.helpers import Tether, kill_masters, kill_supervisors
 IS_ROOT = os.geteuid() == 0
 REMOTE_USER = "tether-test"
 OTHER_USER = "tether-other"
+PROV_USER = "tether-prov"  # a fresh account for provisioning (see prov_user)
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
@@ -66,6 +69,7 @@ _FIXTURE_MARKERS = {
     "sshd": "e2e",
     "jupyter_env": "e2e",
     "plot_env": "e2e",
+    "prov_sshd": "e2e",
     "topology": "netns",
 }
 
@@ -81,10 +85,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # --------------------------------------------------------------------------- 2. work dir
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def one_suite_at_a_time() -> Iterator[None]:
     """Test runs on one machine share the test accounts, their homes and server names:
-    two at once would shut down each other's servers. Queue them (bounded)."""
+    two at once would shut down each other's servers. Queue them (bounded). Fixtures
+    that touch the accounts or run the CLI depend on this; pure unit tests don't wait."""
     import fcntl
     import time
 
@@ -123,7 +128,7 @@ def _current_user() -> str:
 
 
 @pytest.fixture(scope="session")
-def remote_user() -> str:
+def remote_user(one_suite_at_a_time: None) -> str:
     """Name of the account the sandbox servers log in: ``tether-test`` as root, else you."""
     if IS_ROOT:
         return ensure_user(REMOTE_USER).pw_name
@@ -131,7 +136,7 @@ def remote_user() -> str:
 
 
 @pytest.fixture(scope="session")
-def other_user() -> str:
+def other_user(one_suite_at_a_time: None) -> str:
     """A second account on the same servers (``tether-other``); root only."""
     if not IS_ROOT:
         pytest.skip("a second account needs root")
@@ -322,6 +327,55 @@ def topology(
         teardown_topology(topo)
 
 
+# --------------------------------------------------------------------------- 5b. provisioning
+
+
+@pytest.fixture(scope="session")
+def prov_user(one_suite_at_a_time: None) -> str:
+    """A fresh account with only the system python3 (``tether-prov``; root only): whatever
+    an earlier session provisioned is removed first."""
+    if not IS_ROOT:
+        pytest.skip("a fresh account needs root")
+    pw = ensure_user(PROV_USER)
+    home = Path(pw.pw_dir)
+    # Servers an interrupted session left running (this account is the tests' own).
+    listing = subprocess.run(
+        ["ps", "-u", PROV_USER, "-o", "pid="], capture_output=True, text=True, check=False
+    )
+    pids = [int(p) for p in listing.stdout.split()]
+    if pids:
+        terminate(pids)
+    shutil.rmtree(f"/tmp/jupyter-tether-{pw.pw_uid}", ignore_errors=True)
+    data = home / ".local/share/jupyter-tether"
+    for mount in (data / "envs" / ".incoming", data):  # left by an interrupted session
+        if os.path.ismount(mount):
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+    for sub in (".local/share/jupyter-tether", ".local/state/jupyter-tether", ".cache"):
+        shutil.rmtree(home / sub, ignore_errors=True)
+    return pw.pw_name
+
+
+@pytest.fixture(scope="session")
+def prov_sshd(
+    sandbox_dir: Path, sandbox_ssh_config: SandboxSshConfig, client_key: Path, prov_user: str
+) -> Iterator[str]:
+    """An sshd of its own for ``tether-prov``: yields its alias, ``tt-prov``."""
+    server = start_sshd(sandbox_dir / "sshd-prov", users=[prov_user], client_key=client_key)
+    try:
+        sandbox_ssh_config.add(host_entry(server, "tt-prov", user=prov_user))
+        yield "tt-prov"
+    finally:
+        stop_sshd(server)
+
+
+@pytest.fixture(scope="session")
+def prov_cache(sandbox_dir: Path) -> Path:
+    """One workstation download cache (uv, wheels) for the session's provisioning tests."""
+    path = sandbox_dir / "prov-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 # --------------------------------------------------------------------------- 6. tool dirs
 
 
@@ -346,7 +400,7 @@ def tether_home(
 
 
 @pytest.fixture
-def tether(tether_home: Path) -> Iterator[Tether]:
+def tether(tether_home: Path, one_suite_at_a_time: None) -> Iterator[Tether]:
     """Runs ``tether ...`` in-process (``tether("up", "tt-server")``) and writes profiles
     (``tether.profile("tt-server", env=...)``). Ends the ssh masters the test left."""
     yield Tether(Path(os.environ["JUPYTER_TETHER_CONFIG"]))

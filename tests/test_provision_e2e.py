@@ -23,8 +23,15 @@ from typing import Any
 import pytest
 
 from jupyter_tether import jupyter_api, provision
-from jupyter_tether.sandbox import ensure_user, host_entry, start_sshd, stop_sshd, terminate
-from tests.conftest import IS_ROOT, SandboxSshConfig, SandboxTopology, as_user, home_of
+from jupyter_tether.sandbox import host_entry, start_sshd, stop_sshd
+from tests.conftest import (
+    IS_ROOT,
+    PROV_USER,
+    SandboxSshConfig,
+    SandboxTopology,
+    as_user,
+    home_of,
+)
 from tests.helpers import Tether, remote_procs
 from tests.test_up_e2e import run_in_kernel
 
@@ -33,53 +40,11 @@ pytestmark = [
     pytest.mark.skipif(not IS_ROOT, reason="a fresh account and its own sshd need root"),
 ]
 
-PROV_USER = "tether-prov"
 PACKAGES = ["numpy", "pandas", "matplotlib", "requests"]
 IMPORT_ALL = "import numpy, pandas, matplotlib, requests; print(pandas.__version__)"
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def prov_user() -> str:
-    """A fresh account: whatever an earlier session provisioned is removed first."""
-    pw = ensure_user(PROV_USER)
-    home = Path(pw.pw_dir)
-    # Servers an interrupted session left running (this account is the tests' own).
-    listing = subprocess.run(
-        ["ps", "-u", PROV_USER, "-o", "pid="], capture_output=True, text=True, check=False
-    )
-    pids = [int(p) for p in listing.stdout.split()]
-    if pids:
-        terminate(pids)
-    shutil.rmtree(f"/tmp/jupyter-tether-{pw.pw_uid}", ignore_errors=True)
-    data = home / ".local/share/jupyter-tether"
-    for mount in (data / "envs" / ".incoming", data):  # left by an interrupted session
-        if os.path.ismount(mount):
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-    for sub in (".local/share/jupyter-tether", ".local/state/jupyter-tether", ".cache"):
-        shutil.rmtree(home / sub, ignore_errors=True)
-    return pw.pw_name
-
-
-@pytest.fixture(scope="session")
-def prov_sshd(
-    sandbox_dir: Path, sandbox_ssh_config: SandboxSshConfig, client_key: Path, prov_user: str
-) -> Iterator[str]:
-    server = start_sshd(sandbox_dir / "sshd-prov", users=[prov_user], client_key=client_key)
-    try:
-        sandbox_ssh_config.add(host_entry(server, "tt-prov", user=prov_user))
-        yield "tt-prov"
-    finally:
-        stop_sshd(server)
-
-
-@pytest.fixture(scope="session")
-def prov_cache(sandbox_dir: Path) -> Path:
-    path = sandbox_dir / "prov-cache"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 @pytest.fixture
@@ -181,8 +146,9 @@ def test_killed_install_is_cleaned_up_and_rebuilt(ptether: Tether, prov_sshd: st
             ).stdout.splitlines():
                 pid, ppid, args = line.split(None, 2)
                 if "uv pip install" in args or ("/bin/uv pip install" in args):
-                    # the uv process and the builder above it, as a dropped link would
-                    for victim in (pid, ppid):
+                    # the builder and the uv process below it, as a dropped link would;
+                    # the builder first, or it sees uv die and cleans up after itself
+                    for victim in (ppid, pid):
                         subprocess.run(["kill", "-9", victim], check=False)
                     killed.append(args)
                     break
