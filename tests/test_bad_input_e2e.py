@@ -7,6 +7,7 @@ locally (as root) or on the server (as the test account): it must never appear.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ import pytest
 from jupyter_tether import state
 from jupyter_tether.errors import ExitCode
 from jupyter_tether.sandbox import generate_key, host_entry, write_ssh_config
-from tests.conftest import IS_ROOT, LocalSshd, as_user, home_of
+from tests.conftest import IS_ROOT, PROV_USER, LocalSshd, as_user, home_of
 from tests.helpers import Run, Tether, remote_procs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
@@ -43,7 +45,9 @@ class Ctx:
     sshd: LocalSshd
     env: Path
     tmp: Path
+    request: pytest.FixtureRequest | None = None  # for fixtures only some cases need
     account: str = ""  # the server account whose side must stay clean
+    envs_before: list[str] | None = None  # the account's managed environments, if it has
     cleanups: list[Callable[[], object]] = field(default_factory=list)
 
 
@@ -166,6 +170,105 @@ def privileged_port_as_user(ctx: Ctx) -> list[str]:
     return ["@as-other", "up", "tt-server", "--no-browser", "--port", "80"]
 
 
+def managed_packages(*packages: str) -> Callable[[Ctx], list[str]]:
+    """A managed environment that provisioning must refuse, built on the fresh account
+    tether-prov (its own sshd, ``tt-prov``) with the session's download cache: the
+    resolver fails before anything is installed, so the case takes seconds."""
+
+    def setup(ctx: Ctx) -> list[str]:
+        assert ctx.request is not None
+        host = str(ctx.request.getfixturevalue("prov_sshd"))
+        cache = ctx.request.getfixturevalue("prov_cache")
+        ctx.request.getfixturevalue("monkeypatch").setenv("JUPYTER_TETHER_CACHE_DIR", str(cache))
+        ctx.account = PROV_USER
+        ctx.envs_before = managed_envs(PROV_USER)
+        # A refused build still copies uv (a cache, not a half environment); an account
+        # that was fresh is left fresh for the provisioning tests that need it so.
+        data = home_of(PROV_USER) / ".local/share/jupyter-tether"
+        if not data.exists():
+            ctx.cleanups.append(lambda: shutil.rmtree(data, ignore_errors=True))
+        ctx.tether.profile(host, packages=list(packages))
+        return ["up", host, "--no-browser"]
+
+    return setup
+
+
+def managed_envs(account: str) -> list[str]:
+    envs = home_of(account) / ".local/share/jupyter-tether/envs"
+    return (
+        sorted(p.name for p in envs.iterdir() if not p.name.startswith("."))
+        if envs.is_dir()
+        else []
+    )
+
+
+def disconnect_mid_probe(ctx: Ctx) -> list[str]:
+    """The server drops the connection while the probe runs, for real: tether-other's
+    login rc file (which only the probe's ``$SHELL -l`` reads) blocks while a hold file
+    exists, and meanwhile that account's sshd session processes are killed."""
+    other = ctx.sshd.other_user
+    assert other is not None and ctx.sshd.other_host is not None
+    ctx.account = other
+    pw = pwd.getpwnam(other)
+    home = home_of(other)
+    hold_dir = Path(tempfile.mkdtemp(prefix="tt-hold-", dir="/tmp"))
+    hold_dir.chmod(0o755)
+    hold, reached = hold_dir / "hold", home / ".tt-probe-reached"
+    hold.touch()
+    rc_file = home / ".bash_profile"
+    assert not rc_file.exists(), "the account has a .bash_profile of its own"
+    rc_file.write_text(
+        f"if [ -e {hold} ]; then\n"
+        f"    : > {reached}\n"
+        f"    i=0; while [ -e {hold} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done\n"
+        "fi\n"
+    )
+    os.chown(rc_file, pw.pw_uid, pw.pw_gid)
+    killed: list[int] = []
+    cutter = threading.Thread(
+        target=cut_sessions_when, args=(reached, hold, other, killed), daemon=True
+    )
+    cutter.start()
+
+    def cleanup() -> None:
+        hold.unlink(missing_ok=True)
+        cutter.join(timeout=70)
+        rc_file.unlink(missing_ok=True)
+        reached.unlink(missing_ok=True)
+        shutil.rmtree(hold_dir, ignore_errors=True)
+        assert killed, "the probe never reached the login shell: nothing was cut"
+
+    ctx.cleanups.append(cleanup)
+    ctx.tether.profile(ctx.sshd.other_host, env=str(ctx.env))
+    return ["up", ctx.sshd.other_host, "--no-browser"]
+
+
+def cut_sessions_when(reached: Path, hold: Path, account: str, killed: list[int]) -> None:
+    """Once the login shell blocks, kill ``account``'s sshd session processes (by pid),
+    then let the shell go."""
+    deadline = time.monotonic() + 60
+    while not reached.exists() and hold.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if reached.exists():
+        listing = subprocess.run(
+            ["ps", "-u", account, "-o", "pid=,comm="], capture_output=True, text=True, check=False
+        )
+        for line in listing.stdout.splitlines():
+            pid, _, comm = line.strip().partition(" ")
+            if comm.strip() == "sshd":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+    hold.unlink(missing_ok=True)
+
+
+def missing_alias(ctx: Ctx) -> list[str]:
+    """The profile's ``ssh`` names an alias that no ssh config defines: ssh then looks the
+    name up, in a network namespace with only ``lo`` so the lookup never leaves here."""
+    ctx.tether.profile("tt-server", env=str(ctx.env), ssh="tt-no-such-alias")
+    return ["@isolated", "up", "tt-server", "--no-browser"]
+
+
 CASES = [
     # ---- the config file
     Case("toml-syntax", ExitCode.CONFIG, ("invalid toml",), config_text('[hosts.tt-server\nx="')),
@@ -180,6 +283,12 @@ CASES = [
         ExitCode.CONFIG,
         ("unknown top-level key", "host"),
         config_text('[host.tt-server]\nenv = "x"\n'),
+    ),
+    Case(
+        "profile-ssh-alias-missing",
+        ExitCode.SSH_CONNECT,
+        ("unknown host", "tt-no-such-alias", "ssh/config"),
+        missing_alias,
     ),
     Case("env-var-not-string", ExitCode.CONFIG, ("env_vars",), profile(env_vars={"A": 1})),
     Case(
@@ -254,6 +363,25 @@ CASES = [
         ("module load",),
         profile(modules=[f"x;{TOUCH}"]),
     ),
+    # ---- packages (provisioning)
+    Case(
+        "package-does-not-exist",
+        ExitCode.PROVISION,
+        ("tether-no-such-package-zz", "no package named", "packages"),
+        managed_packages("tether-no-such-package-zz"),
+    ),
+    Case(
+        "package-pins-conflict",
+        ExitCode.PROVISION,
+        ("conflict", "six==1.16.0", "six==1.17.0"),
+        managed_packages("six==1.16.0", "six==1.17.0"),
+    ),
+    Case(
+        "package-pin-conflicts-with-jupyter",
+        ExitCode.PROVISION,
+        ("conflict", "jupyter-server<2", "jupyter-server>=2.21"),
+        managed_packages("jupyter_server<2"),
+    ),
     # ---- the server
     Case("read-only-home", ExitCode.REMOTE_ENV, ("read-only",), read_only_home),
     Case("full-disk", ExitCode.REMOTE_ENV, ("no space left",), full_disk),
@@ -264,6 +392,12 @@ CASES = [
         ("permission denied", "ssh-add"),
         wrong_password_batchmode,
     ),
+    Case(
+        "disconnect-mid-probe",
+        ExitCode.SSH_CONNECT,
+        ("connection", "probe"),
+        disconnect_mid_probe,
+    ),
     Case("host-key-mismatch", ExitCode.SSH_AUTH, ("host key", "ssh-keygen -r"), host_key_mismatch),
     # ---- local ports
     Case("port-busy", ExitCode.LOCAL_PORT, ("busy",), busy_port),
@@ -272,10 +406,23 @@ CASES = [
 
 
 @pytest.fixture
-def ctx(tether: Tether, sshd: LocalSshd, jupyter_env: Path, tmp_path: Path) -> Iterator[Ctx]:
+def ctx(
+    tether: Tether,
+    sshd: LocalSshd,
+    jupyter_env: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Ctx]:
     assert not remote_procs(sshd.user, "jupyter"), "a server of the test account is running"
     CANARY.unlink(missing_ok=True)
-    c = Ctx(tether=tether, sshd=sshd, env=jupyter_env, tmp=tmp_path, account=sshd.user)
+    c = Ctx(
+        tether=tether,
+        sshd=sshd,
+        env=jupyter_env,
+        tmp=tmp_path,
+        request=request,
+        account=sshd.user,
+    )
     yield c
     for cleanup in reversed(c.cleanups):
         cleanup()
@@ -283,9 +430,32 @@ def ctx(tether: Tether, sshd: LocalSshd, jupyter_env: Path, tmp_path: Path) -> I
 
 
 def run(ctx: Ctx, args: list[str]) -> Run:
-    if args[0] != "@as-other":
-        return ctx.tether(*args)
-    return run_as_other(ctx, args[1:])
+    if args[0] == "@as-other":
+        return run_as_other(ctx, args[1:])
+    if args[0] == "@isolated":
+        return run_isolated(args[1:])
+    return ctx.tether(*args)
+
+
+def run_isolated(args: list[str]) -> Run:
+    """The CLI in a fresh network namespace that has only ``lo`` (as
+    test_errors_e2e.py::test_unknown_host), so that no name lookup leaves this machine."""
+    ns = f"tt-iso-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        res = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "jupyter_tether", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return Run(res.returncode, res.stdout, res.stderr)
 
 
 def run_as_other(ctx: Ctx, args: list[str]) -> Run:
@@ -332,6 +502,11 @@ def assert_nothing_left(ctx: Ctx) -> None:
     servers = home_of(ctx.account) / ".local/state/jupyter-tether/servers"
     left = sorted(p.name for p in servers.iterdir()) if servers.is_dir() else []
     assert left == [], left
+    incoming = home_of(ctx.account) / ".local/share/jupyter-tether/envs/.incoming"
+    half = sorted(p.name for p in incoming.iterdir()) if incoming.is_dir() else []
+    assert half == [], f"a half-built environment was left: {half}"
+    if ctx.envs_before is not None:
+        assert managed_envs(ctx.account) == ctx.envs_before
     assert not CANARY.exists(), "an injected command ran"
 
 

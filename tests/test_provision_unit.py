@@ -1,12 +1,15 @@
-"""Provisioning's pure logic: spec hashing, uv wheel choice, platform tags, profile keys."""
+"""Provisioning's pure logic: spec hashing, uv wheel choice, platform tags, profile keys,
+and the one bad-input case that cannot be produced here (a server of another architecture)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jupyter_tether import config, probe, provision
+from jupyter_tether import config, output, probe, provision, ssh
 from jupyter_tether.errors import ExitCode, TetherError
 
 UV_FILES = [
@@ -233,3 +236,42 @@ def test_provisioning_value_checks(tmp_path: Path, body: str) -> None:
     assert info.value.code == ExitCode.CONFIG
     assert f"{path}:2:" in info.value.message
     assert body.split("=", maxsplit=1)[0].strip() in info.value.message
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("machine", "glibc"), [("sparc64", "2.36"), ("mips64", "2.31")])
+def test_unsupported_architecture_is_a_clear_error(
+    machine: str, glibc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 5's "unsupported arch" row. A server of another architecture cannot be
+    produced here, so the provisioning code gets its probe: the server answers the
+    builder's `prepare` (no uv yet), the index lists uv's real build matrix, which has
+    no build for that machine. The error names the platform, and nothing is copied."""
+    monkeypatch.setenv("JUPYTER_TETHER_CACHE_DIR", str(tmp_path / "cache"))
+    found = dataclasses.replace(_probe(("/usr/bin/python3", (3, 11, 2))), arch=machine, glibc=glibc)
+    asked: list[str] = []
+
+    def builder(target: object, found: object, request: dict[str, Any], **_: object) -> Any:
+        asked.append(request["op"])
+        assert request["op"] == "prepare", request["op"]
+        python = {"path": "/usr/bin/python3", "version": [3, 11, 2], "how": "python3"}
+        return {"exists": False, "uv": False, "python": python, "python_facts": {}}
+
+    def no_copy(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing may be copied to a server tether cannot serve")
+
+    monkeypatch.setattr(provision, "call", builder)
+    monkeypatch.setattr(provision, "push", no_copy)
+    monkeypatch.setattr(
+        provision, "index_files", lambda url, project: {f: (f"{url}/{f}", None) for f in UV_FILES}
+    )
+    profile = _profile(tmp_path, 'packages = ["numpy"]\n')
+    with pytest.raises(TetherError) as info:
+        provision.ensure(ssh.Target("aura"), profile, found, progress=output.Progress(quiet=True))
+    assert info.value.code == ExitCode.PROVISION
+    assert machine in info.value.message and f"glibc {glibc}" in info.value.message
+    assert info.value.hint and "env" in info.value.hint
+    assert asked == ["prepare"]
+    assert not list((tmp_path / "cache").rglob("*.whl"))

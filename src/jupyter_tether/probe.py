@@ -129,6 +129,14 @@ def probe(target: ssh.Target) -> Probe:
         return parse(res.stdout)
     except ValueError:
         detail = ssh.first_meaningful_line(res.stderr) or f"exit status {res.returncode}"
+        if res.returncode == 255:  # ssh's own failure after part of the output: not sh's
+            raise TetherError(
+                f"{target.destination}: the connection dropped during the server probe ({detail})",
+                hint=f"run `tether up` again; if it keeps happening, try `ssh "
+                f"{target.destination}` by hand: the server may end sessions early "
+                "(a login limit, a login rc file that exits)",
+                code=ExitCode.SSH_CONNECT,
+            ) from None
         raise TetherError(
             f"{target.destination}: the server probe failed ({detail})",
             hint="the server needs a POSIX sh; the connection may also have dropped mid-probe",

@@ -575,6 +575,26 @@ def raise_install_error(out: str, req: Json) -> None:
             "the workstation could not fetch a wheel for it; choose another version",
             output=tail(out),
         )
+    if missing:
+        raise BuildError(
+            "no_package",
+            "no package named %s on the package index (%s)"
+            % (missing.group(1), ", ".join(req.get("index_urls") or []) or "uv's default"),
+            "check its spelling in `packages` or `requirements` (the name pip installs, "
+            "e.g. scikit-learn), or set index_url to the index that has it",
+            output=tail(out),
+        )
+    # uv explains an unsatisfiable set in sentences from "Because" to "unsatisfiable".
+    conflict = re.search(r"Because (.+?) unsatisfiable", " ".join(out.split()))
+    if conflict:
+        raise BuildError(
+            "conflict",
+            "the requirements conflict: because %s unsatisfiable" % conflict.group(1)[:600],
+            "relax or drop one of these pins in `packages` or `requirements`; tether adds "
+            "ipykernel and the `jupyter` requirements (by default jupyterlab and "
+            "jupyter_server>=2.21)",
+            output=tail(out),
+        )
     raise BuildError(
         "install_failed",
         "uv pip install failed: %s" % (tail(out, 1) or "no output"),
