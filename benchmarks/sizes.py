@@ -14,6 +14,8 @@ class Sizes:
     scale_accounts: int  # accounts that run `up` at once
     cuts: tuple[float, ...]  # link cut lengths in seconds
     restore_wait: float  # how long to wait for a forward to come back after a cut
+    soak_cuts: int  # random cuts in a row (the soak scenario), per repetition
+    soak_range: tuple[float, float]  # their lengths are uniform in this range, seconds
 
 
 SMOKE = Sizes(
@@ -24,6 +26,8 @@ SMOKE = Sizes(
     scale_accounts=2,
     cuts=(3.0,),
     restore_wait=60.0,
+    soak_cuts=2,
+    soak_range=(1.0, 2.0),
 )
 DEFAULT = Sizes(
     repeat=3,
@@ -33,6 +37,8 @@ DEFAULT = Sizes(
     scale_accounts=4,
     cuts=(10.0,),
     restore_wait=120.0,
+    soak_cuts=3,
+    soak_range=(1.0, 6.0),  # some shorter than ssh notices, some longer
 )
 FULL = Sizes(
     repeat=5,
@@ -42,6 +48,8 @@ FULL = Sizes(
     scale_accounts=20,
     cuts=(10.0, 60.0),
     restore_wait=240.0,
+    soak_cuts=20,  # issue 4: "20 random cuts of 1-30 s in a row"
+    soak_range=(1.0, 30.0),
 )
 
 

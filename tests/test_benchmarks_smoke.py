@@ -46,3 +46,6 @@ def test_every_scenario_runs_once(tmp_path: Path) -> None:
     # The baselines are measured for real, whatever tether can do yet.
     assert "manual, online: total" in ran["cold_up"]["runs"][0]["values"]
     assert "autossh tuned, 3 s cut: restore" in ran["reconnect"]["runs"][0]["values"]
+    soak = ran["soak"]["runs"][0]["values"]
+    assert soak["tether, 2 cuts of 1-2 s: recovered"] == 2, soak
+    assert "tether, 2 cuts of 1-2 s: worst restore" in soak

@@ -12,14 +12,23 @@ Baselines: autossh with its default settings (Debian's wrapper picks a monitorin
 port; poll 600 s) and tuned (``-M 0``, ServerAliveInterval 2, ServerAliveCountMax 2).
 Both run with ``AUTOSSH_GATETIME=0``: otherwise autossh gives up for good when ssh
 fails within 30 s of its first start, which a cut soon after starting would cause.
+
+The ``soak`` scenario cuts the same link many times in a row, for random lengths drawn
+from a seeded generator (issue 4: "20 random cuts of 1-30 s", with ``--full``), and
+reports the worst and the median restore time, for tether and for tuned autossh on the
+same cuts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
+import statistics
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +100,11 @@ def cut_and_watch(
     return detect, wait_answering(ep, seconds=restore_wait, every=0.1)
 
 
-def _autossh(
-    bench: Bench,
-    remote: Remote,
-    info: dict[str, Any],
-    extra: tuple[str, ...],
-    cut: float,
-    restore_wait: float,
-) -> tuple[float | None, float | None, str]:
+@contextlib.contextmanager
+def _autossh_running(
+    bench: Bench, remote: Remote, info: dict[str, Any], extra: tuple[str, ...]
+) -> Iterator[tuple[Endpoint, int, Path]]:
+    """autossh forwarding a free local port to the server: (endpoint, its ssh, its log)."""
     port = free_port()
     ep = Endpoint(token=endpoint_of(info).token, port=port)
     spec = f"127.0.0.1:{port}:{info['remote']}"
@@ -115,11 +121,26 @@ def _autossh(
         child = _ssh_child(proc.pid)
         if child is None:
             raise NotMeasured("autossh runs no ssh")
-        detect, restore = cut_and_watch(remote.topology, ep, child, cut, restore_wait)
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        return detect, restore, tail
+        yield ep, child, log
     finally:
         manual.stop(proc)  # SIGTERM: autossh ends its ssh too
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:] if log.exists() else ""
+
+
+def _autossh(
+    bench: Bench,
+    remote: Remote,
+    info: dict[str, Any],
+    extra: tuple[str, ...],
+    cut: float,
+    restore_wait: float,
+) -> tuple[float | None, float | None, str]:
+    with _autossh_running(bench, remote, info, extra) as (ep, child, log):
+        detect, restore = cut_and_watch(remote.topology, ep, child, cut, restore_wait)
+        return detect, restore, _log_tail(log)
 
 
 @scenario("reconnect", "reconnect after a real link cut: detect and restore", needs_netns=True)
@@ -170,3 +191,89 @@ def _tether(
         out.skip(restore_fig, f"not back {wait:g} s after the link")
     else:
         out.add(restore_fig, restore)
+
+
+# --------------------------------------------------------------------------- soak
+
+SOAK_SEED = "jupyter-tether soak"  # fixed: every run, and both tools, get the same cuts
+SOAK_SETTLE = 1.0  # seconds between a restore and the next cut
+
+
+def soak_lengths(sizes: Sizes, repetition: int) -> list[float]:
+    """The cut lengths of one repetition: seeded, so reruns cut the same way."""
+    rng = random.Random(f"{SOAK_SEED} {repetition}")
+    low, high = sizes.soak_range
+    return [round(rng.uniform(low, high), 1) for _ in range(sizes.soak_cuts)]
+
+
+def cuts_in_a_row(
+    topo: sandbox.Topology, ep: Endpoint, lengths: Sequence[float], restore_wait: float
+) -> list[float]:
+    """Cut the link for each length in turn; after each, the seconds until ``ep`` answers
+    again. Stops at the first cut it does not recover from (fewer values than cuts)."""
+    restores: list[float] = []
+    for length in lengths:
+        topo.cut()
+        try:
+            time.sleep(length)  # the outage itself, not a wait for anything
+        finally:
+            topo.restore()
+        restore = wait_answering(ep, seconds=restore_wait, every=0.1)
+        if restore is None:
+            break
+        restores.append(restore)
+        time.sleep(SOAK_SETTLE)
+    return restores
+
+
+def _add_soak(
+    out: Outcome, who: str, label: str, lengths: Sequence[float], restores: Sequence[float]
+) -> None:
+    versus = who != "autossh tuned"
+    worst = Figure(
+        f"{who}, {label}: worst restore",
+        "s",
+        versus=f"autossh tuned, {label}: worst restore" if versus else None,
+    )
+    median = Figure(
+        f"{who}, {label}: median restore",
+        "s",
+        versus=f"autossh tuned, {label}: median restore" if versus else None,
+    )
+    out.add(Figure(f"{who}, {label}: recovered", "cuts"), float(len(restores)))
+    out.raw[f"{who}, {label}: restores"] = list(restores)
+    if len(restores) < len(lengths):
+        why = f"cut {len(restores) + 1} of {len(lengths)} ({lengths[len(restores)]:g} s) "
+        why += "never recovered"
+        out.skip(worst, why)
+        out.skip(median, why)
+        return
+    out.add(worst, max(restores))
+    out.add(median, statistics.median(restores))
+
+
+@scenario(
+    "soak",
+    "random link cuts in a row (issue 4): worst and median restore",
+    needs_netns=True,
+)
+def soak(bench: Bench, sizes: Sizes) -> Outcome:
+    out = Outcome()
+    remote, info = bench.resource("server", lambda stack: _server(bench, stack))
+    repetition = next(bench.resource("soak repetition", lambda stack: itertools.count()))
+    lengths = soak_lengths(sizes, repetition)
+    low, high = sizes.soak_range
+    label = f"{len(lengths)} cuts of {low:g}-{high:g} s"
+    out.raw["cut lengths"] = lengths
+    topo = remote.topology
+    if supervisor_pid(bench, info) is None:
+        out.skip(Figure(f"tether, {label}: worst restore", "s"), NO_SUPERVISOR)
+    else:
+        restores = cuts_in_a_row(topo, endpoint_of(info), lengths, sizes.restore_wait)
+        _add_soak(out, "tether", label, lengths, restores)
+    tuned = VARIANTS["autossh tuned"]
+    with _autossh_running(bench, remote, info, tuned) as (ep, _child, log):
+        restores = cuts_in_a_row(topo, ep, lengths, sizes.restore_wait)
+        out.raw[f"autossh tuned, {label}: autossh log"] = _log_tail(log)
+    _add_soak(out, "autossh tuned", label, lengths, restores)
+    return out
