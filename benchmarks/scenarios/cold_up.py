@@ -1,14 +1,21 @@
 """Cold `up` on a bare account (system python3 only) → URL answering.
 
-tether: `tether up HOST` with no environment configured, so it must provision Python
-and JupyterLab itself (issue 3). Until it can, the run records why not.
+tether: `tether up HOST` with no environment configured, so it provisions Python and
+JupyterLab itself (issue 3), with an empty workstation cache and an empty home.
 Baselines: the manual recipe, scripted (see benchmarks/manual.py); offline, the server
 sits behind a jump host in a network namespace without internet, and the wheels come
 from `pip download` on the workstation + `scp` + `pip install --no-index`.
+
+Warm, online (issue 3: "a warm `up` with an unchanged spec adds under 0.5 s"): with the
+provisioned server running, a new process without an ssh master runs `tether up` for
+the managed profile (unchanged spec), alternating with `tether up` for a second profile
+of the same account whose `env` names that same environment, ready (no provisioning
+at all). The difference of the medians is what the managed environment adds.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +23,7 @@ from pathlib import Path
 from benchmarks import manual
 from benchmarks.bench import BARE_USER, Bench, reset_home
 from benchmarks.probes import wait_answering
-from benchmarks.registry import Figure, Outcome, scenario
+from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
 from benchmarks.scenarios.warm_up import endpoint_of
 from benchmarks.sizes import Sizes
 from jupyter_tether.sandbox import free_port
@@ -28,6 +35,12 @@ INSTALL_OFFLINE = (
     "python3 -m venv ~/jl && "
     "~/jl/bin/pip install --quiet --no-index --find-links ~/wheels jupyterlab"
 )
+WARM_PAIRS = 3  # alternations of the two warm `up`s per repetition
+WARM_MANAGED = Figure(
+    "tether up, warm: managed env, unchanged spec", "s", versus="tether up, warm: env = ready env"
+)
+WARM_READY = Figure("tether up, warm: env = ready env", "s")
+WARM_EXTRA = Figure("tether up, warm: what the managed env adds", "s")
 
 
 def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total: str) -> None:
@@ -56,6 +69,8 @@ def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total
         timings = info.get("timings") or {}
         for phase, seconds in timings.items():
             out.add(Figure(f"tether up, {label}: {phase}", "s"), float(seconds))
+        if label == "online":
+            _warm(bench, out, host)
         copied = info.get("bytes_copied") or (info.get("provision") or {}).get("bytes_copied")
         if label == "offline":
             fig = Figure("tether up, offline: copied", "MB", versus="manual, offline: copied")
@@ -66,6 +81,55 @@ def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total
     finally:
         bench.tether("down", host, timeout=120)
         reset_home(BARE_USER)
+
+
+def _warm_up_seconds(bench: Bench, host: str) -> float:
+    """A new `tether up` process, no ssh master, the server running: until it answers."""
+    bench.end_masters()
+    run = bench.tether("up", host, "--json", "--no-browser", timeout=120)
+    if run.rc != 0:
+        raise NotMeasured(f"warm `tether up {host}`: {run.error_line()}")
+    info = run.json()
+    if not info.get("reused"):
+        raise NotMeasured(f"warm `tether up {host}` started a new server")
+    waited = wait_answering(endpoint_of(info), seconds=15)
+    if waited is None:
+        raise NotMeasured(f"the URL of the warm `tether up {host}` does not answer")
+    return run.seconds + waited
+
+
+def _warm(bench: Bench, out: Outcome, host: str) -> None:
+    """The managed profile's warm `up` beside the same environment given as `env`."""
+    described = bench.tether("env", host, "--json", timeout=60)
+    try:
+        env = str(described.json()["env"])
+    except (ValueError, KeyError):
+        for fig in (WARM_MANAGED, WARM_READY, WARM_EXTRA):
+            out.skip(fig, f"`tether env {host} --json`: {described.error_line()}")
+        return
+    ready = f"{host}-ready"
+    bench.profile(ready, ssh=host, env=env)
+    try:
+        first = bench.tether("up", ready, "--json", "--no-browser", timeout=120)
+        if first.rc != 0:
+            raise NotMeasured(f"`tether up` with env = {env}: {first.error_line()}")
+        managed: list[float] = []
+        plain: list[float] = []
+        for _ in range(WARM_PAIRS):
+            managed.append(_warm_up_seconds(bench, host))
+            plain.append(_warm_up_seconds(bench, ready))
+    except NotMeasured as exc:
+        for fig in (WARM_MANAGED, WARM_READY, WARM_EXTRA):
+            out.skip(fig, str(exc))
+        return
+    finally:
+        bench.tether("down", ready, timeout=120)
+    m, r = statistics.median(managed), statistics.median(plain)
+    out.add(WARM_MANAGED, m)
+    out.add(WARM_READY, r)
+    # A difference below zero is noise: what the managed env adds is then nothing.
+    out.add(WARM_EXTRA, max(0.0, m - r))
+    out.raw["warm up seconds"] = {"managed": managed, "env = ready env": plain, "extra": m - r}
 
 
 def _manual_online(bench: Bench, out: Outcome) -> None:
