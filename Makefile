@@ -20,7 +20,7 @@ lint:
 test: setup
 	$(MAKE) --no-print-directory lint
 	rm -f .coverage .coverage.*
-	rc=0; $(BIN)/coverage run -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	$(BIN)/coverage combine -q >/dev/null 2>&1 || true; \
 	$(BIN)/coverage report || true; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; \
