@@ -106,9 +106,15 @@ def write_private(path: Path, data: str) -> None:
 
 @contextlib.contextmanager
 def hold_lock(path: Path, *, timeout: float, busy: TetherError) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` for the block; raise ``busy`` after ``timeout``."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold an exclusive flock on ``path`` for the block; raise ``busy`` after ``timeout``.
+
+    ``path`` is a lock file (created 0600 if missing), or a directory locked as itself.
+    """
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -17,7 +17,6 @@ Root is needed for some of it, and each function says so:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pwd
 import re
@@ -27,10 +26,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
+from jupyter_tether import paths
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.proc import Result, run
 
@@ -676,25 +676,13 @@ def _build_env(
     return path
 
 
-@contextlib.contextmanager
-def _locked(directory: Path, timeout: float = 1200) -> Iterator[None]:
+def _locked(directory: Path, timeout: float = 1200) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive flock on ``directory`` itself (no lock file left behind)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TetherError(
-                        f"{directory} stayed locked for {timeout:g} s by another build"
-                    ) from None
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)  # also releases the lock
+    return paths.hold_lock(
+        directory,
+        timeout=timeout,
+        busy=TetherError(f"{directory} stayed locked for {timeout:g} s by another build"),
+    )
 
 
 def _make_parents(path: Path, pw: pwd.struct_passwd) -> None:
