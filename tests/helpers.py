@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,24 @@ def kill_masters(runtime: Path) -> None:
                 check=False,
                 env={**os.environ},
             )
+
+
+def run_isolated(args: list[str]) -> Run:
+    """The CLI in a fresh network namespace that has only ``lo``, so that no name lookup
+    leaves this machine (root only)."""
+    ns = f"tt-iso-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        res = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "jupyter_tether", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy(),
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return Run(res.returncode, res.stdout, res.stderr)

@@ -29,7 +29,7 @@ from jupyter_tether import state
 from jupyter_tether.errors import ExitCode
 from jupyter_tether.sandbox import generate_key, host_entry, write_ssh_config
 from tests.conftest import IS_ROOT, PROV_USER, LocalSshd, as_user, home_of
-from tests.helpers import Run, Tether, remote_procs
+from tests.helpers import Run, Tether, remote_procs, run_isolated
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 
@@ -435,27 +435,6 @@ def run(ctx: Ctx, args: list[str]) -> Run:
     if args[0] == "@isolated":
         return run_isolated(args[1:])
     return ctx.tether(*args)
-
-
-def run_isolated(args: list[str]) -> Run:
-    """The CLI in a fresh network namespace that has only ``lo`` (as
-    test_errors_e2e.py::test_unknown_host), so that no name lookup leaves this machine."""
-    ns = f"tt-iso-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-        res = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "jupyter_tether", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=os.environ.copy(),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-    return Run(res.returncode, res.stdout, res.stderr)
 
 
 def run_as_other(ctx: Ctx, args: list[str]) -> Run:

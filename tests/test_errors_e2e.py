@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from jupyter_tether import state
 from jupyter_tether.errors import ExitCode
 from jupyter_tether.sandbox import generate_key, host_entry, write_ssh_config
 from tests.conftest import IS_ROOT, LocalSshd, as_user, home_of
-from tests.helpers import Run, Tether, remote_procs
+from tests.helpers import Run, Tether, remote_procs, run_isolated
 
 pytestmark = pytest.mark.e2e
 
@@ -45,34 +43,9 @@ def assert_failed(res: Run, code: ExitCode, *words: str) -> None:
 def test_unknown_host(tether_home: Path, sshd: LocalSshd) -> None:
     """Name resolution fails for real, in a namespace with no network at all, so that
     the lookup never leaves this machine."""
-    ns = f"tt-iso-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-        res = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                "-m",
-                "jupyter_tether",
-                "up",
-                "no-such-host.example",
-                "--no-browser",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=os.environ.copy(),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    res = run_isolated(["up", "no-such-host.example", "--no-browser"])
     assert_failed(
-        Run(res.returncode, res.stdout, res.stderr),
+        res,
         ExitCode.SSH_CONNECT,
         "unknown host",
         "no-such-host.example",
