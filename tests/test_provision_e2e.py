@@ -108,6 +108,10 @@ def test_fresh_account_gets_jupyterlab_and_packages(ptether: Tether, prov_sshd: 
     assert marker["offline"] is False
     assert any(r.startswith("jupyter_server>=2.21") for r in marker["requirements"])
     assert not list((data_dir() / "envs" / ".incoming").iterdir())
+    # left out for a fast start (provision.LEFT_OUT); jsonschema does without it
+    assert marker["left_out"] == ["rfc3987-syntax"]
+    absent = "import importlib.util as u, jsonschema; print(u.find_spec('rfc3987_syntax'))"
+    assert kernel_says(info, absent) == "None"
 
     # Warm: an unchanged spec does no provisioning work at all (not even a round trip).
     built_at = (env / ".tether-env.json").stat().st_mtime
@@ -344,6 +348,10 @@ def test_env_shows_and_install_adds(ptether: Tether, prov_sshd: str) -> None:
     assert text.rc == 0 and "added later: toolz" in text.out
     marker = json.loads((env / ".tether-env.json").read_text())
     assert marker["added"] == ["toolz"]
+    # a package tether leaves out by default comes in when asked for by name
+    res = ptether("install", prov_sshd, "rfc3987-syntax")
+    assert res.rc == 0, res.err
+    assert kernel_says(info, "import rfc3987_syntax as r; print(r.__name__)") == "rfc3987_syntax"
 
 
 # --------------------------------------------------------------------------- doctor

@@ -11,6 +11,7 @@ import pytest
 
 from jupyter_tether import config, output, probe, provision, ssh
 from jupyter_tether.errors import ExitCode, TetherError
+from tests.helpers import toml_value
 
 UV_FILES = [
     "uv-0.13.9-py3-none-linux_armv6l.whl",
@@ -129,6 +130,20 @@ def test_spec_hash_is_stable_and_sensitive(tmp_path: Path) -> None:
     newer = _probe(("/usr/bin/python3", (3, 11, 9)))
     again = provision.spec_for(_profile(tmp_path, 'packages = ["numpy", "pandas"]\n'), newer)
     assert again.digest() != base.digest()
+
+
+def test_slow_rfc3987_syntax_is_left_out_unless_named(tmp_path: Path) -> None:
+    found = _probe(("/usr/bin/python3", (3, 11, 2)))
+    plain = provision.spec_for(_profile(tmp_path, 'packages = ["numpy"]\n'), found)
+    assert plain.left_out == ("rfc3987-syntax",)
+    for named in ("rfc3987-syntax", "RFC3987_Syntax>=1.1", "rfc3987.syntax ; python_version>'3'"):
+        body = f"packages = [{toml_value(named)}]\n"
+        spec = provision.spec_for(_profile(tmp_path, body), found)
+        assert spec.left_out == (), named
+        assert spec.digest() != plain.digest()
+    assert provision.left_out(["-r other.txt", "./local", "jsonschema[format-nongpl]"]) == (
+        "rfc3987-syntax",
+    )
 
 
 def test_default_jupyter_pins_a_safe_jupyter_server(tmp_path: Path) -> None:

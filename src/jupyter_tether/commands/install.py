@@ -41,6 +41,7 @@ def install(
             extra_index_urls=profile.extra_index_urls,
             kernels=(),
             modules=profile.modules,
+            left_out=provision.left_out([*profile.packages, *packages]),
         )
         if offline:
             described = provision.call(target, found, {"op": "describe", "env": prefix})

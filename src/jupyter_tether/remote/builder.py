@@ -551,7 +551,16 @@ def install(req: Json, python: str, requirements: List[str], workdir: str) -> Li
     reqfile = os.path.join(workdir, ".tether-requirements.txt")
     with open(reqfile, "w") as f:
         f.write("\n".join(requirements) + "\n")
-    argv = with_modules(uv_install_argv(req, python, reqfile), req)
+    argv = uv_install_argv(req, python, reqfile)
+    if req.get("left_out"):
+        # uv's documented way to drop a dependency: override it with a marker that is
+        # never true.
+        overrides = os.path.join(workdir, ".tether-overrides.txt")
+        with open(overrides, "w") as f:
+            for name in req["left_out"]:
+                f.write("%s ; sys_platform == 'never'\n" % name)
+        argv += ["--override", overrides]
+    argv = with_modules(argv, req)
     rc, out = run(argv, base_env(req), float(req.get("timeout") or 1800))
     if rc != 0:
         raise_install_error(out, req)
@@ -742,6 +751,7 @@ def op_build(req: Json) -> Json:
                     "python_version": req.get("python_version"),
                     "created": time.time(),
                     "requirements": req["requirements"],
+                    "left_out": req.get("left_out") or [],
                     "offline": bool(req.get("offline")),
                     "kernels": kernels,
                     "added": [],
