@@ -71,13 +71,14 @@ def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total
             out.add(Figure(f"tether up, {label}: {phase}", "s"), float(seconds))
         if label == "online":
             _warm(bench, out, host)
-        copied = info.get("bytes_copied") or (info.get("provision") or {}).get("bytes_copied")
-        if label == "offline":
-            fig = Figure("tether up, offline: copied", "MB", versus="manual, offline: copied")
-            if isinstance(copied, int | float):
-                out.add(fig, copied / 1e6)
-            else:
-                out.skip(fig, "`tether up --json` reports no byte count")
+        copied = info.get("bytes_copied")
+        # offline: uv and the wheels; online: uv alone (the server fetches the rest)
+        versus = "manual, offline: copied" if label == "offline" else None
+        fig = Figure(f"tether up, {label}: copied", "MB", versus=versus)
+        if isinstance(copied, int | float):
+            out.add(fig, copied / 1e6)
+        else:
+            out.skip(fig, "`tether up --json` reports no byte count")
     finally:
         bench.tether("down", host, timeout=120)
         reset_home(BARE_USER)

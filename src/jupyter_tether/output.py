@@ -23,6 +23,7 @@ class Progress:
     quiet: bool = False
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     timings: dict[str, float] = field(default_factory=dict)
+    bytes_copied: int = 0  # to the server (uv, wheels), for --json and benchmarks
 
     def say(self, text: str) -> None:
         if not self.quiet:

@@ -375,6 +375,7 @@ def install_uv(
     start = time.monotonic()
     res = proc.run(argv, stdin_file=wheel, timeout=1800)
     _check_push(target, res, "bin")
+    progress.bytes_copied += wheel.stat().st_size
     _say_rate(progress, f"copied uv {UV_VERSION}", wheel.stat().st_size, time.monotonic() - start)
 
 
@@ -436,6 +437,7 @@ def push_wheels(
         start = time.monotonic()
         push(target, Path(tmp.name), "wheels", gz=False)
         size = sum(f.stat().st_size for f in missing)
+        progress.bytes_copied += Path(tmp.name).stat().st_size
         _say_rate(progress, f"copied {len(missing)} wheels", size, time.monotonic() - start)
     return len(missing)
 

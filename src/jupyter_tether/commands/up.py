@@ -138,6 +138,7 @@ def _up(
                 "hostname": rec.hostname,
                 "versions": server.get("versions", {}),
                 "timings": progress.timings,
+                "bytes_copied": progress.bytes_copied,
                 "supervisor": supervisor_pid,
                 "autostart": hook,
             }
