@@ -104,6 +104,33 @@ def test_local_port_busy(
     assert_clean(tether_home, sshd, "tt-server")
 
 
+def test_autostart_is_refused_where_there_is_a_scheduler(
+    tether: Tether, tether_home: Path, sshd: LocalSshd, jupyter_env: Path
+) -> None:
+    """A login node of a cluster: `sbatch` on the login PATH (Debian's ~/.profile puts
+    ~/bin there). tether only looks the command up, it never runs it here."""
+    bin_dir = home_of(sshd.user) / "bin"
+    assert not bin_dir.exists()
+    script = '#!/bin/sh\necho "sbatch: error: this host is not a cluster" >&2\nexit 1\n'
+    made = as_user(
+        sshd.user,
+        ["sh", "-c", "mkdir bin && cat > bin/sbatch && chmod 755 bin/sbatch"],
+        input=script,
+    )
+    assert made.returncode == 0, made.stderr
+    crontab = as_user(sshd.user, ["crontab", "-l"]).stdout
+    try:
+        seen = as_user(sshd.user, ["bash", "-lc", "command -v sbatch"])
+        assert seen.stdout.strip() == str(bin_dir / "sbatch")
+        tether.profile("tt-server", env=str(jupyter_env))
+        res = tether("up", "tt-server", "--no-browser", "--autostart")
+        assert_failed(res, ExitCode.USAGE, "batch scheduler", "autostart is refused", "batch jobs")
+        assert_clean(tether_home, sshd, "tt-server")  # refused before anything started
+        assert as_user(sshd.user, ["crontab", "-l"]).stdout == crontab  # no hook either
+    finally:
+        shutil.rmtree(bin_dir)
+
+
 @pytest.mark.skipif(IS_ROOT, reason="root may bind privileged ports")
 def test_privileged_port(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:
     res = tether("up", "tt-server", "--no-browser", "--port", "80")

@@ -128,6 +128,45 @@ def test_fresh_account_gets_jupyterlab_and_packages(ptether: Tether, prov_sshd: 
     assert time.monotonic() - start < 60
 
 
+def test_progress_is_live_on_a_terminal(ptether: Tether, prov_sshd: str) -> None:
+    """On a terminal the long steps redraw one line with sizes and rates, or the time so
+    far, and take it back; the plain summary lines stay. (Piped, as everywhere else in
+    these tests, there are no control characters at all: see the other tests' output.)"""
+    (data_dir() / "bin" / "uv").unlink(missing_ok=True)  # so that it is copied again
+    ptether.profile(prov_sshd)  # a spec of its own: a build
+    leader, follower = os.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_tether", "up", prov_sshd, "--no-browser"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**os.environ, "TERM": "xterm"},
+        )
+        os.close(follower)
+        chunks = []
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # until the child closes its end
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer has gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        out, _ = child.communicate(timeout=60)
+    finally:
+        os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert child.returncode == 0, screen
+    assert out.decode().strip().startswith("http://127.0.0.1:")
+    uv = f"copying uv {provision.UV_VERSION}"
+    assert re.search(rf"\r  {re.escape(uv)}: \d+\.\d of \d+\.\d MB \(\d+%\)", screen), screen
+    assert re.search(r"\r  installing on the server: \d+\.\d s\x1b\[K", screen), screen
+    assert "\r\x1b[K" in screen  # taken back
+    assert re.search(rf"copied uv {re.escape(provision.UV_VERSION)}: [\d.]+ MB in ", screen)
+
+
 def test_killed_install_is_cleaned_up_and_rebuilt(ptether: Tether, prov_sshd: str) -> None:
     ptether.profile(prov_sshd, packages=PACKAGES)
     up_json(ptether, prov_sshd)  # the previous good env (warm when an earlier test built it)

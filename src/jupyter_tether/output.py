@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -40,6 +42,95 @@ class Progress:
             self.timings[name] = self.timings.get(name, 0.0) + took
             if self.verbose and not self.quiet:
                 print(f"  {name} took {took:.2f} s", file=self.stream, flush=True)
+
+    @property
+    def live(self) -> bool:
+        """Live progress lines only on a terminal that can take them back."""
+        isatty = getattr(self.stream, "isatty", None)
+        return (
+            not self.quiet
+            and callable(isatty)
+            and bool(isatty())
+            and os.environ.get("TERM", "") != "dumb"
+        )
+
+    @contextlib.contextmanager
+    def meter(
+        self, what: str, total: int | None = None, *, watch: Callable[[], int] | None = None
+    ) -> Iterator[Meter]:
+        """A live line for a long step on a terminal: bytes so far (of ``total``) and the
+        rate, or only the time taken when nothing is counted. ``watch`` is polled for the
+        byte count while the step runs (a directory filling up). Off a terminal it shows
+        nothing: callers print one plain line with size and rate when the step is done."""
+        m = Meter(self.stream if self.live else None, what, total)
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(Meter.EVERY):
+                with contextlib.suppress(OSError):
+                    if watch is None:
+                        m.draw()
+                    else:
+                        m.set(watch())
+
+        ticker = threading.Thread(target=poll, daemon=True) if m.stream else None
+        if ticker:
+            ticker.start()
+        try:
+            yield m
+        finally:
+            stop.set()
+            if ticker:
+                ticker.join(timeout=2)
+            m.close()
+
+
+class Meter:
+    """One line redrawn in place: ``  what: 12.3 of 19.3 MB, 8.4 MB/s``."""
+
+    EVERY = 0.2  # seconds between redraws
+
+    def __init__(self, stream: TextIO | None, what: str, total: int | None) -> None:
+        self.stream, self.what, self.total = stream, what, total
+        self.done = 0
+        self.start = time.monotonic()
+        self._drawn = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        self.set(self.done + n)
+
+    def set(self, done: int) -> None:
+        self.done = done
+        if not self._drawn or time.monotonic() - self._drawn >= self.EVERY:
+            self.draw()  # at once, then at most every EVERY seconds
+
+    def text(self) -> str:
+        took = max(time.monotonic() - self.start, 1e-3)
+        if not self.done and not self.total:
+            return f"  {self.what}: {took:.1f} s"
+        size = f"{self.done / 1e6:.1f}"
+        if self.total:
+            size += f" of {self.total / 1e6:.1f} MB ({100 * self.done // self.total}%)"
+        else:
+            size += " MB"
+        if took < self.EVERY:  # too soon for a rate that means anything
+            return f"  {self.what}: {size}"
+        return f"  {self.what}: {size}, {self.done / 1e6 / took:.1f} MB/s"
+
+    def draw(self) -> None:
+        if self.stream is None:
+            return
+        with self._lock:
+            self._drawn = time.monotonic()
+            self.stream.write("\r" + self.text() + "\x1b[K")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None and self._drawn:
+            with self._lock:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
 
 
 def emit_json(data: Any) -> None:

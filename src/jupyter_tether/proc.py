@@ -7,11 +7,14 @@ into a plain-words error instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shlex
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -43,17 +46,23 @@ def run(
     capture: bool = True,
     stdin_devnull: bool = False,
     stdin_file: Path | None = None,
+    fed: Callable[[int], None] | None = None,
 ) -> Result:
     """Run ``argv`` to completion and return what it said.
 
     ``capture=False`` lets the child use the terminal (ssh prompts, ``attach``).
-    ``stdin_file`` feeds a file's bytes to the child (copying files over ssh).
+    ``stdin_file`` feeds a file's bytes to the child (copying files over ssh); with
+    ``fed``, through a pipe that reports each chunk's size as the child takes it.
     """
     log.debug("run: %s", shlex.join(argv))
     start = time.monotonic()
     stdin: int | IO[bytes] | None = subprocess.DEVNULL if stdin_devnull and input is None else None
     opened = stdin_file.open("rb") if stdin_file is not None else None
-    if opened is not None:
+    pipe_end: int | None = None
+    if opened is not None and fed is not None:
+        pipe_end = _pump(opened, fed)
+        stdin = pipe_end
+    elif opened is not None:
         stdin = opened
     try:
         cp = subprocess.run(
@@ -79,6 +88,8 @@ def run(
             code=ExitCode.SSH_CONNECT if argv[0].endswith("ssh") else ExitCode.ERROR,
         ) from exc
     finally:
+        if pipe_end is not None:
+            os.close(pipe_end)  # a pump still writing gets EPIPE and ends
         if opened is not None:
             opened.close()
     seconds = time.monotonic() - start
@@ -90,6 +101,21 @@ def run(
         stderr=cp.stderr if capture else "",
         seconds=seconds,
     )
+
+
+def _pump(source: IO[bytes], fed: Callable[[int], None]) -> int:
+    """A pipe's read end for the child; a thread copies ``source`` into the other end."""
+    read_end, write_end = os.pipe()
+
+    def copy() -> None:
+        # OSError: the child went away (EPIPE); ValueError: run() closed the source.
+        with contextlib.suppress(OSError, ValueError), open(write_end, "wb") as sink:
+            while chunk := source.read(1 << 18):
+                sink.write(chunk)
+                fed(len(chunk))
+
+    threading.Thread(target=copy, daemon=True).start()
+    return read_end
 
 
 def package_hint(program: str) -> str:

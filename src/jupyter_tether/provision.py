@@ -240,7 +240,9 @@ def manylinux_platforms(machine: str, glibc: str | None) -> list[str]:
 # --- the package index ------------------------------------------------------------------
 
 
-def _http_get(url: str, accept: str | None = None, timeout: float = 60) -> tuple[bytes, str]:
+def _http_get(
+    url: str, accept: str | None = None, timeout: float = 60, meter: output.Meter | None = None
+) -> tuple[bytes, str]:
     if not url.startswith(("https://", "http://", "file://")):
         raise TetherError(f"{url}: not an http(s) or file URL", code=ExitCode.CONFIG)
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
@@ -248,7 +250,15 @@ def _http_get(url: str, accept: str | None = None, timeout: float = 60) -> tuple
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
-            data: bytes = resp.read()
+            if meter is None:
+                data: bytes = resp.read()
+            else:
+                meter.total = int(resp.headers.get("Content-Length") or 0) or None
+                chunks = []
+                while chunk := resp.read(1 << 18):
+                    chunks.append(chunk)
+                    meter.add(len(chunk))
+                data = b"".join(chunks)
             return data, str(resp.headers.get("Content-Type", ""))
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise TetherError(
@@ -296,7 +306,8 @@ def uv_wheel(found: Probe, index_url: str | None, progress: output.Progress) -> 
     path = cache / wheel
     url, sha = files[wheel]
     start = time.monotonic()
-    data, _ = _http_get(url, timeout=300)
+    with progress.meter(f"fetching {wheel}") as meter:
+        data, _ = _http_get(url, timeout=300, meter=meter)
     if sha and hashlib.sha256(data).hexdigest() != sha:
         raise TetherError(f"{wheel}: checksum mismatch", code=ExitCode.PROVISION)
     _say_rate(progress, f"fetched {wheel}", len(data), time.monotonic() - start)
@@ -340,11 +351,14 @@ _UNZIP_UV = (
 )
 
 
-def push(target: ssh.Target, archive: Path, subdir: str, *, gz: bool) -> proc.Result:
+def push(
+    target: ssh.Target, archive: Path, subdir: str, *, gz: bool, meter: output.Meter | None = None
+) -> proc.Result:
     """Copy ``archive`` (a tar) over the ssh master and unpack it into DATA/``subdir``."""
     script = _PUSH % (subdir, "z" if gz else "")
     argv = [*target.command_argv(), "sh -c " + shlex.quote(script)]
-    res = proc.run(argv, stdin_file=archive, timeout=1800)
+    fed = meter.add if meter is not None else None
+    res = proc.run(argv, stdin_file=archive, timeout=1800, fed=fed)
     _check_push(target, res, subdir)
     return res
 
@@ -373,7 +387,8 @@ def install_uv(
     script = _PUSH_UV % (shlex.quote(builder_python(found)), _UNZIP_UV, member)
     argv = [*target.command_argv(), "sh -c " + shlex.quote(script)]
     start = time.monotonic()
-    res = proc.run(argv, stdin_file=wheel, timeout=1800)
+    with progress.meter(f"copying uv {UV_VERSION}", wheel.stat().st_size) as meter:
+        res = proc.run(argv, stdin_file=wheel, timeout=1800, fed=meter.add)
     _check_push(target, res, "bin")
     progress.bytes_copied += wheel.stat().st_size
     _say_rate(progress, f"copied uv {UV_VERSION}", wheel.stat().st_size, time.monotonic() - start)
@@ -403,7 +418,17 @@ def download_wheels(
     for url in spec.extra_index_urls:
         argv += ["--extra-index-url", url]
     start = time.monotonic()
-    res = proc.run([*argv, "-r", str(reqfile)], timeout=1800, stdin_devnull=True)
+
+    def on_disk() -> int:
+        return sum(f.stat().st_size for f in dest.iterdir() if f.is_file())
+
+    cached = on_disk()
+
+    def downloaded() -> int:
+        return on_disk() - cached
+
+    with progress.meter("downloading wheels", watch=downloaded):
+        res = proc.run([*argv, "-r", str(reqfile)], timeout=1800, stdin_devnull=True)
     if not res.ok:
         m = re.search(r"No matching distribution found for (\S+)", res.stderr)
         what = m.group(1) if m else "a requirement"
@@ -435,7 +460,9 @@ def push_wheels(
             for f in missing:
                 tf.add(f, arcname=f.name)
         start = time.monotonic()
-        push(target, Path(tmp.name), "wheels", gz=False)
+        total = Path(tmp.name).stat().st_size
+        with progress.meter(f"copying {len(missing)} wheels", total) as meter:
+            push(target, Path(tmp.name), "wheels", gz=False, meter=meter)
         size = sum(f.stat().st_size for f in missing)
         progress.bytes_copied += Path(tmp.name).stat().st_size
         _say_rate(progress, f"copied {len(missing)} wheels", size, time.monotonic() - start)
@@ -554,7 +581,10 @@ def ensure(
             wheels = download_wheels(spec, found, version, progress)
         with progress.phase("copy", "wheels the server lacks"):
             push_wheels(target, wheels, prep.get("wheels") or [], progress)
-    with progress.phase("build", f"{len(spec.requirements)} requirements, python {version}"):
+    with (
+        progress.phase("build", f"{len(spec.requirements)} requirements, python {version}"),
+        progress.meter("installing on the server"),
+    ):
         built = call(
             target,
             found,

@@ -71,6 +71,8 @@ def _up(
     try:
         with progress.phase("probe"):
             found = probe.probe(target)
+        if autostart:
+            _refuse_autostart_on_clusters(profile, found)  # before anything is built or started
         profile = provision.apply(target, profile, found, progress=progress)
         python = launch.agent_python(profile, found)
         transport = "socket"
@@ -158,8 +160,7 @@ def _take_down(target: ssh.Target, name: str, python: str) -> None:
         pass
 
 
-def _autostart(target: ssh.Target, profile: config.Profile, found: probe.Probe, python: str) -> str:
-    """Install the user-level restart hook on the server; say which one."""
+def _refuse_autostart_on_clusters(profile: config.Profile, found: probe.Probe) -> None:
     if found.has("sbatch"):
         raise TetherError(
             f"{profile.ssh} has a batch scheduler (sbatch): autostart is refused there",
@@ -167,6 +168,10 @@ def _autostart(target: ssh.Target, profile: config.Profile, found: probe.Probe, 
             "nodes (process reapers kill them, and a reboot should not resurrect them)",
             code=ExitCode.USAGE,
         )
+
+
+def _autostart(target: ssh.Target, profile: config.Profile, found: probe.Probe, python: str) -> str:
+    """Install the user-level restart hook on the server; say which one."""
     answer = launch.call(
         target,
         python,
