@@ -362,6 +362,17 @@ def test_offline_server_gets_wheels_from_the_workstation(
     # one wheel in a tar (headers and padding: at most 20 KiB), and no uv this time
     assert toolz.stat().st_size <= again["bytes_copied"] < toolz.stat().st_size + 20480
 
+    # docopt publishes only an sdist: pure Python, so it is built into a wheel here.
+    ptether("down", prov_far)
+    ptether.profile(prov_far, packages=[*PACKAGES, "toolz", "docopt==0.6.2"])
+    res = ptether("up", prov_far, "--no-browser")
+    assert res.rc == 0, res.err
+    assert "built docopt==0.6.2 here from its sdist (pure Python)" in res.err
+    assert list((data_dir() / "wheels").glob("docopt-0.6.2-py*-none-any.whl"))
+    url = res.out.strip().splitlines()[-1]
+    info = {"url": url, "local_port": int(url.split(":")[2].split("/")[0])}
+    assert kernel_says(info, "import docopt; print(docopt.__version__)") == "0.6.2"
+
 
 # --------------------------------------------------------------------------- env, install
 

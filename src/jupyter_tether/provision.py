@@ -41,6 +41,7 @@ UV_VERSION = "0.13.9"
 DEFAULT_INDEX = "https://pypi.org/simple"
 MIN_FREE_MB = 400  # JupyterLab alone is ~180 MB in a venv; leave room for the packages
 MIN_PYTHON = (3, 9)
+MAX_SDIST_BUILDS = 10  # offline: pure-Python sdists built into wheels here, per download
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 # Left out of managed environments unless the profile names them. rfc3987-syntax comes
 # in through jupyter-events' jsonschema[format-nongpl] and builds some 35 Earley parsers
@@ -427,24 +428,67 @@ def download_wheels(
     def downloaded() -> int:
         return on_disk() - cached
 
-    with progress.meter("downloading wheels", watch=downloaded):
-        res = proc.run([*argv, "-r", str(reqfile)], timeout=1800, stdin_devnull=True)
-    if not res.ok:
+    argv += ["--find-links", str(dest)]  # with the wheels built here from sdists
+    built: list[str] = []
+    for _ in range(MAX_SDIST_BUILDS + 1):
+        with progress.meter("downloading wheels", watch=downloaded):
+            res = proc.run([*argv, "-r", str(reqfile)], timeout=1800, stdin_devnull=True)
+        if res.ok:
+            break
         m = re.search(r"No matching distribution found for (\S+)", res.stderr)
         what = m.group(1) if m else "a requirement"
-        raise TetherError(
-            f"no wheel of {what} for the server's platform (CPython {python_version}, "
-            f"{found.arch}, glibc {found.glibc or 'none'}): the server cannot reach the "
-            "package index, so it can only install wheels sent from here",
-            hint="pick a version that publishes wheels for that platform, or let the "
-            "server reach the index (offline = false)",
-            code=ExitCode.PROVISION,
-            details=res.stderr.strip()[-1500:] or None,
-        )
+        if m is None or len(built) == MAX_SDIST_BUILDS or what in built:
+            raise _no_wheel(what, python_version, found, res.stderr)
+        # No wheel for the server: a pure-Python sdist built here serves it as well.
+        with progress.meter(f"building {what} from its sdist"):
+            _pure_wheel_from_sdist(what, spec, dest, python_version, found)
+        progress.say(f"  built {what} here from its sdist (pure Python)")
+        built.append(what)
     size = sum(f.stat().st_size for f in dest.glob("*.whl"))
     count = len(list(dest.glob("*.whl")))
     _say_rate(progress, f"{count} wheels for {key}", size, time.monotonic() - start)
     return dest
+
+
+def _no_wheel(what: str, python_version: str, found: Probe, stderr: str) -> TetherError:
+    return TetherError(
+        f"no wheel of {what} for the server's platform (CPython {python_version}, "
+        f"{found.arch}, glibc {found.glibc or 'none'}): the server cannot reach the "
+        "package index, so it can only install wheels sent from here",
+        hint="pick a version that publishes wheels for that platform, or let the "
+        "server reach the index (offline = false)",
+        code=ExitCode.PROVISION,
+        details=stderr.strip()[-1500:] or None,
+    )
+
+
+def _pure_wheel_from_sdist(
+    what: str, spec: Spec, dest: Path, python_version: str, found: Probe
+) -> None:
+    """Build ``what`` from its sdist here into ``dest``, if the result is pure Python (a
+    ``none-any`` wheel installs on any server); else the no-wheel error."""
+    with tempfile.TemporaryDirectory(prefix="tether-sdist-") as tmp:
+        argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check"]
+        argv += ["--no-deps", "--no-binary", ":all:", "--wheel-dir", tmp]
+        if spec.index_url:
+            argv += ["--index-url", spec.index_url]
+        for url in spec.extra_index_urls:
+            argv += ["--extra-index-url", url]
+        res = proc.run([*argv, what], timeout=1800, stdin_devnull=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if not res.ok or len(wheels) != 1:
+            raise _no_wheel(what, python_version, found, res.stderr)
+        (wheel,) = wheels
+        if not wheel.name.endswith("-none-any.whl"):
+            raise TetherError(
+                f"no wheel of {what} for the server's platform (CPython {python_version}, "
+                f"{found.arch}, glibc {found.glibc or 'none'}), and its sdist builds "
+                f"compiled code ({wheel.name}), which only the server could build",
+                hint="pick a version that publishes wheels for that platform, or let the "
+                "server reach the index (offline = false)",
+                code=ExitCode.PROVISION,
+            )
+        wheel.replace(dest / wheel.name)
 
 
 def push_wheels(
