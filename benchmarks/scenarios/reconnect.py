@@ -197,6 +197,9 @@ def _tether(
 
 SOAK_SEED = "jupyter-tether soak"  # fixed: every run, and both tools, get the same cuts
 SOAK_SETTLE = 1.0  # seconds between a restore and the next cut
+# A tool not back this long after the link returned is given up on for the rest of the
+# cuts (autossh's restart backoff reaches minutes after a few long outages).
+SOAK_GIVE_UP = 60.0
 
 
 def soak_lengths(sizes: Sizes, repetition: int) -> list[float]:
@@ -244,7 +247,7 @@ def _add_soak(
     out.raw[f"{who}, {label}: restores"] = list(restores)
     if len(restores) < len(lengths):
         why = f"cut {len(restores) + 1} of {len(lengths)} ({lengths[len(restores)]:g} s) "
-        why += "never recovered"
+        why += f"not recovered {SOAK_GIVE_UP:g} s after the link returned"
         out.skip(worst, why)
         out.skip(median, why)
         return
@@ -269,11 +272,12 @@ def soak(bench: Bench, sizes: Sizes) -> Outcome:
     if supervisor_pid(bench, info) is None:
         out.skip(Figure(f"tether, {label}: worst restore", "s"), NO_SUPERVISOR)
     else:
-        restores = cuts_in_a_row(topo, endpoint_of(info), lengths, sizes.restore_wait)
+        wait = min(sizes.restore_wait, SOAK_GIVE_UP)
+        restores = cuts_in_a_row(topo, endpoint_of(info), lengths, wait)
         _add_soak(out, "tether", label, lengths, restores)
     tuned = VARIANTS["autossh tuned"]
     with _autossh_running(bench, remote, info, tuned) as (ep, _child, log):
-        restores = cuts_in_a_row(topo, ep, lengths, sizes.restore_wait)
+        restores = cuts_in_a_row(topo, ep, lengths, min(sizes.restore_wait, SOAK_GIVE_UP))
         out.raw[f"autossh tuned, {label}: autossh log"] = _log_tail(log)
     _add_soak(out, "autossh tuned", label, lengths, restores)
     return out
