@@ -6,6 +6,10 @@ Baselines: the manual recipe, scripted (see benchmarks/manual.py); offline, the 
 sits behind a jump host in a network namespace without internet, and the wheels come
 from `pip download` on the workstation + `scp` + `pip install --no-index`.
 
+Caches warm (issue 3: "both runs are repeated with the cache warm"): after each cold
+run, the environment is removed and `tether up` provisions it again, with uv and uv's
+cache (offline, the wheels too) still on the server and the workstation's cache kept.
+
 Warm, online (issue 3: "a warm `up` with an unchanged spec adds under 0.5 s"): with the
 provisioned server running, a new process without an ssh master runs `tether up` for
 the managed profile (unchanged spec), alternating with `tether up` for a second profile
@@ -15,13 +19,14 @@ at all). The difference of the medians is what the managed environment adds.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks import manual
-from benchmarks.bench import BARE_USER, Bench, reset_home
+from benchmarks.bench import BARE_USER, Bench, home, reset_home
 from benchmarks.probes import wait_answering
 from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
 from benchmarks.scenarios.warm_up import endpoint_of
@@ -44,44 +49,64 @@ WARM_EXTRA = Figure("tether up, warm: what the managed env adds", "s")
 
 
 def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total: str) -> None:
-    """`tether up` on a bare account: total and phases, or why it could not."""
+    """`tether up` on a bare account: total and phases, or why it could not; then the
+    same provisioning again with every cache warm."""
     total = Figure(f"tether up, {label}: total", "s", versus=manual_total)
     reset_home(BARE_USER)
     with tempfile.TemporaryDirectory(prefix="tbc-") as cache:  # a workstation's first time
-        run = bench.tether(
-            "up",
-            host,
-            "--json",
-            "--no-browser",
-            timeout=900,
-            env={"JUPYTER_TETHER_CACHE_DIR": cache},
-        )
-    if run.rc != 0:
-        out.skip(total, f"`tether up` on a bare account: {run.error_line()}")
-        return
-    try:
-        info = run.json()
-        waited = wait_answering(endpoint_of(info), seconds=30)
-        if waited is None:
-            out.skip(total, "the URL tether printed does not answer")
+        env = {"JUPYTER_TETHER_CACHE_DIR": cache}
+        run = bench.tether("up", host, "--json", "--no-browser", timeout=900, env=env)
+        if run.rc != 0:
+            out.skip(total, f"`tether up` on a bare account: {run.error_line()}")
             return
-        out.add(total, run.seconds + waited)
-        timings = info.get("timings") or {}
-        for phase, seconds in timings.items():
-            out.add(Figure(f"tether up, {label}: {phase}", "s"), float(seconds))
-        if label == "online":
-            _warm(bench, out, host)
-        copied = info.get("bytes_copied")
-        # offline: uv and the wheels; online: uv alone (the server fetches the rest)
-        versus = "manual, offline: copied" if label == "offline" else None
-        fig = Figure(f"tether up, {label}: copied", "MB", versus=versus)
-        if isinstance(copied, int | float):
-            out.add(fig, copied / 1e6)
-        else:
-            out.skip(fig, "`tether up --json` reports no byte count")
-    finally:
-        bench.tether("down", host, timeout=120)
-        reset_home(BARE_USER)
+        try:
+            info = run.json()
+            waited = wait_answering(endpoint_of(info), seconds=30)
+            if waited is None:
+                out.skip(total, "the URL tether printed does not answer")
+                return
+            out.add(total, run.seconds + waited)
+            timings = info.get("timings") or {}
+            for phase, seconds in timings.items():
+                out.add(Figure(f"tether up, {label}: {phase}", "s"), float(seconds))
+            if label == "online":
+                _warm(bench, out, host)
+            copied = info.get("bytes_copied")
+            # offline: uv and the wheels; online: uv alone (the server fetches the rest)
+            versus = "manual, offline: copied" if label == "offline" else None
+            fig = Figure(f"tether up, {label}: copied", "MB", versus=versus)
+            if isinstance(copied, int | float):
+                out.add(fig, copied / 1e6)
+            else:
+                out.skip(fig, "`tether up --json` reports no byte count")
+            _caches_warm(bench, out, host, label, manual_total, env)
+        finally:
+            bench.tether("down", host, timeout=120)
+            reset_home(BARE_USER)
+
+
+def _caches_warm(
+    bench: Bench, out: Outcome, host: str, label: str, manual_total: str, env: dict[str, str]
+) -> None:
+    """Provisioning again with the caches warm (issue 3): the environment is removed,
+    while uv, uv's cache (and offline, the wheels) stay on the server and the
+    workstation keeps its cache."""
+    fig = Figure(f"tether up, {label}, caches warm: total", "s", versus=manual_total)
+    bench.tether("down", host, timeout=120)
+    shutil.rmtree(home(BARE_USER) / ".local/share/jupyter-tether/envs", ignore_errors=True)
+    run = bench.tether("up", host, "--json", "--no-browser", timeout=900, env=env)
+    if run.rc != 0:
+        out.skip(fig, f"`tether up` with warm caches: {run.error_line()}")
+        return
+    info = run.json()
+    waited = wait_answering(endpoint_of(info), seconds=30)
+    if waited is None:
+        out.skip(fig, "the URL tether printed does not answer")
+        return
+    out.add(fig, run.seconds + waited)
+    build = (info.get("timings") or {}).get("build")
+    if build is not None:
+        out.add(Figure(f"tether up, {label}, caches warm: build", "s"), float(build))
 
 
 def _warm_up_seconds(bench: Bench, host: str) -> float:
