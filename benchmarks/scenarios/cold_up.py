@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks import manual
 from benchmarks.bench import BARE_USER, Bench, home, reset_home
@@ -48,6 +49,27 @@ WARM_READY = Figure("tether up, warm: env = ready env", "s")
 WARM_EXTRA = Figure("tether up, warm: what the managed env adds", "s")
 
 
+def _up_answering(
+    bench: Bench,
+    host: str,
+    what: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    answer_within: float = 30,
+) -> tuple[dict[str, Any], float]:
+    """`tether up HOST --json` as a new process, until the URL it printed answers: (its
+    JSON, the seconds in all). NotMeasured, saying why, when it does not get there."""
+    run = bench.tether("up", host, "--json", "--no-browser", timeout=timeout, env=env)
+    if run.rc != 0:
+        raise NotMeasured(f"`tether up` {what}: {run.error_line()}")
+    info: dict[str, Any] = run.json()
+    waited = wait_answering(endpoint_of(info), seconds=answer_within)
+    if waited is None:
+        raise NotMeasured(f"the URL printed by `tether up` {what} does not answer")
+    return info, run.seconds + waited
+
+
 def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total: str) -> None:
     """`tether up` on a bare account: total and phases, or why it could not; then the
     same provisioning again with every cache warm."""
@@ -55,20 +77,16 @@ def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total
     reset_home(BARE_USER)
     with tempfile.TemporaryDirectory(prefix="tbc-") as cache:  # a workstation's first time
         env = {"JUPYTER_TETHER_CACHE_DIR": cache}
-        run = bench.tether("up", host, "--json", "--no-browser", timeout=900, env=env)
-        if run.rc != 0:
-            out.skip(total, f"`tether up` on a bare account: {run.error_line()}")
-            return
         try:
-            info = run.json()
-            waited = wait_answering(endpoint_of(info), seconds=30)
-            if waited is None:
-                out.skip(total, "the URL tether printed does not answer")
+            try:
+                info, seconds = _up_answering(bench, host, "on a bare account", env=env)
+            except NotMeasured as exc:
+                out.skip(total, str(exc))
                 return
-            out.add(total, run.seconds + waited)
+            out.add(total, seconds)
             timings = info.get("timings") or {}
-            for phase, seconds in timings.items():
-                out.add(Figure(f"tether up, {label}: {phase}", "s"), float(seconds))
+            for phase, took in timings.items():
+                out.add(Figure(f"tether up, {label}: {phase}", "s"), float(took))
             if label == "online":
                 _warm(bench, out, host)
             copied = info.get("bytes_copied")
@@ -94,16 +112,12 @@ def _caches_warm(
     fig = Figure(f"tether up, {label}, caches warm: total", "s", versus=manual_total)
     bench.tether("down", host, timeout=120)
     shutil.rmtree(home(BARE_USER) / ".local/share/jupyter-tether/envs", ignore_errors=True)
-    run = bench.tether("up", host, "--json", "--no-browser", timeout=900, env=env)
-    if run.rc != 0:
-        out.skip(fig, f"`tether up` with warm caches: {run.error_line()}")
+    try:
+        info, seconds = _up_answering(bench, host, "with warm caches", env=env)
+    except NotMeasured as exc:
+        out.skip(fig, str(exc))
         return
-    info = run.json()
-    waited = wait_answering(endpoint_of(info), seconds=30)
-    if waited is None:
-        out.skip(fig, "the URL tether printed does not answer")
-        return
-    out.add(fig, run.seconds + waited)
+    out.add(fig, seconds)
     build = (info.get("timings") or {}).get("build")
     if build is not None:
         out.add(Figure(f"tether up, {label}, caches warm: build", "s"), float(build))
@@ -112,16 +126,10 @@ def _caches_warm(
 def _warm_up_seconds(bench: Bench, host: str) -> float:
     """A new `tether up` process, no ssh master, the server running: until it answers."""
     bench.end_masters()
-    run = bench.tether("up", host, "--json", "--no-browser", timeout=120)
-    if run.rc != 0:
-        raise NotMeasured(f"warm `tether up {host}`: {run.error_line()}")
-    info = run.json()
+    info, seconds = _up_answering(bench, host, f"warm, {host}", timeout=120, answer_within=15)
     if not info.get("reused"):
         raise NotMeasured(f"warm `tether up {host}` started a new server")
-    waited = wait_answering(endpoint_of(info), seconds=15)
-    if waited is None:
-        raise NotMeasured(f"the URL of the warm `tether up {host}` does not answer")
-    return run.seconds + waited
+    return seconds
 
 
 def _warm(bench: Bench, out: Outcome, host: str) -> None:

@@ -269,15 +269,15 @@ def soak(bench: Bench, sizes: Sizes) -> Outcome:
     label = f"{len(lengths)} cuts of {low:g}-{high:g} s"
     out.raw["cut lengths"] = lengths
     topo = remote.topology
+    wait = min(sizes.restore_wait, SOAK_GIVE_UP)
     if supervisor_pid(bench, info) is None:
         out.skip(Figure(f"tether, {label}: worst restore", "s"), NO_SUPERVISOR)
     else:
-        wait = min(sizes.restore_wait, SOAK_GIVE_UP)
         restores = cuts_in_a_row(topo, endpoint_of(info), lengths, wait)
         _add_soak(out, "tether", label, lengths, restores)
     tuned = VARIANTS["autossh tuned"]
     with _autossh_running(bench, remote, info, tuned) as (ep, _child, log):
-        restores = cuts_in_a_row(topo, ep, lengths, min(sizes.restore_wait, SOAK_GIVE_UP))
+        restores = cuts_in_a_row(topo, ep, lengths, wait)
         out.raw[f"autossh tuned, {label}: autossh log"] = _log_tail(log)
     _add_soak(out, "autossh tuned", label, lengths, restores)
     return out

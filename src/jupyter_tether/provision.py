@@ -356,15 +356,17 @@ def push(
     target: ssh.Target, archive: Path, subdir: str, *, gz: bool, meter: output.Meter | None = None
 ) -> proc.Result:
     """Copy ``archive`` (a tar) over the ssh master and unpack it into DATA/``subdir``."""
-    script = _PUSH % (subdir, "z" if gz else "")
+    return _send(target, archive, _PUSH % (subdir, "z" if gz else ""), subdir, meter)
+
+
+def _send(
+    target: ssh.Target, file: Path, script: str, subdir: str, meter: output.Meter | None
+) -> proc.Result:
+    """Feed ``file`` to ``script`` (sh, on the server, over the master), which puts it
+    into DATA/``subdir``; a failure is an ssh error or a copy error naming the disk."""
     argv = [*target.command_argv(), "sh -c " + shlex.quote(script)]
     fed = meter.add if meter is not None else None
-    res = proc.run(argv, stdin_file=archive, timeout=1800, fed=fed)
-    _check_push(target, res, subdir)
-    return res
-
-
-def _check_push(target: ssh.Target, res: proc.Result, subdir: str) -> None:
+    res = proc.run(argv, stdin_file=file, timeout=1800, fed=fed)
     if res.returncode == 255 and "tar" not in res.stderr:
         raise ssh.ssh_error(target, res.stderr, res.returncode)
     if not res.ok:
@@ -376,6 +378,7 @@ def _check_push(target: ssh.Target, res: proc.Result, subdir: str) -> None:
             code=ExitCode.PROVISION,
             details=res.stderr.strip()[-1000:] or None,
         )
+    return res
 
 
 def install_uv(
@@ -386,13 +389,12 @@ def install_uv(
     wheel = uv_wheel(found, index_url, progress)
     member = f"uv-{UV_VERSION}.data/scripts/uv"
     script = _PUSH_UV % (shlex.quote(builder_python(found)), _UNZIP_UV, member)
-    argv = [*target.command_argv(), "sh -c " + shlex.quote(script)]
+    size = wheel.stat().st_size
     start = time.monotonic()
-    with progress.meter(f"copying uv {UV_VERSION}", wheel.stat().st_size) as meter:
-        res = proc.run(argv, stdin_file=wheel, timeout=1800, fed=meter.add)
-    _check_push(target, res, "bin")
-    progress.bytes_copied += wheel.stat().st_size
-    _say_rate(progress, f"copied uv {UV_VERSION}", wheel.stat().st_size, time.monotonic() - start)
+    with progress.meter(f"copying uv {UV_VERSION}", size) as meter:
+        _send(target, wheel, script, "bin", meter)
+    progress.bytes_copied += size
+    _say_rate(progress, f"copied uv {UV_VERSION}", size, time.monotonic() - start)
 
 
 # --- offline: wheels for the server's platform -------------------------------------------
@@ -414,10 +416,7 @@ def download_wheels(
     argv += ["--abi", "none"]
     for tag in manylinux_platforms(found.arch, found.glibc):
         argv += ["--platform", tag]
-    if spec.index_url:
-        argv += ["--index-url", spec.index_url]
-    for url in spec.extra_index_urls:
-        argv += ["--extra-index-url", url]
+    argv += _pip_index_args(spec)
     start = time.monotonic()
 
     def on_disk() -> int:
@@ -450,11 +449,25 @@ def download_wheels(
     return dest
 
 
-def _no_wheel(what: str, python_version: str, found: Probe, stderr: str) -> TetherError:
+def _pip_index_args(spec: Spec) -> list[str]:
+    argv = ["--index-url", spec.index_url] if spec.index_url else []
+    for url in spec.extra_index_urls:
+        argv += ["--extra-index-url", url]
+    return argv
+
+
+def _no_wheel(
+    what: str,
+    python_version: str,
+    found: Probe,
+    stderr: str = "",
+    *,
+    why: str = ": the server cannot reach the package index, so it can only install "
+    "wheels sent from here",
+) -> TetherError:
     return TetherError(
         f"no wheel of {what} for the server's platform (CPython {python_version}, "
-        f"{found.arch}, glibc {found.glibc or 'none'}): the server cannot reach the "
-        "package index, so it can only install wheels sent from here",
+        f"{found.arch}, glibc {found.glibc or 'none'}){why}",
         hint="pick a version that publishes wheels for that platform, or let the "
         "server reach the index (offline = false)",
         code=ExitCode.PROVISION,
@@ -469,25 +482,15 @@ def _pure_wheel_from_sdist(
     ``none-any`` wheel installs on any server); else the no-wheel error."""
     with tempfile.TemporaryDirectory(prefix="tether-sdist-") as tmp:
         argv = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check"]
-        argv += ["--no-deps", "--no-binary", ":all:", "--wheel-dir", tmp]
-        if spec.index_url:
-            argv += ["--index-url", spec.index_url]
-        for url in spec.extra_index_urls:
-            argv += ["--extra-index-url", url]
+        argv += ["--no-deps", "--no-binary", ":all:", "--wheel-dir", tmp, *_pip_index_args(spec)]
         res = proc.run([*argv, what], timeout=1800, stdin_devnull=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if not res.ok or len(wheels) != 1:
             raise _no_wheel(what, python_version, found, res.stderr)
         (wheel,) = wheels
         if not wheel.name.endswith("-none-any.whl"):
-            raise TetherError(
-                f"no wheel of {what} for the server's platform (CPython {python_version}, "
-                f"{found.arch}, glibc {found.glibc or 'none'}), and its sdist builds "
-                f"compiled code ({wheel.name}), which only the server could build",
-                hint="pick a version that publishes wheels for that platform, or let the "
-                "server reach the index (offline = false)",
-                code=ExitCode.PROVISION,
-            )
+            compiled = f", and its sdist builds compiled code ({wheel.name}), which only the"
+            raise _no_wheel(what, python_version, found, why=f"{compiled} server could build")
         wheel.replace(dest / wheel.name)
 
 
@@ -504,11 +507,11 @@ def push_wheels(
             for f in missing:
                 tf.add(f, arcname=f.name)
         start = time.monotonic()
-        total = Path(tmp.name).stat().st_size
-        with progress.meter(f"copying {len(missing)} wheels", total) as meter:
+        sent = Path(tmp.name).stat().st_size
+        with progress.meter(f"copying {len(missing)} wheels", sent) as meter:
             push(target, Path(tmp.name), "wheels", gz=False, meter=meter)
         size = sum(f.stat().st_size for f in missing)
-        progress.bytes_copied += Path(tmp.name).stat().st_size
+        progress.bytes_copied += sent
         _say_rate(progress, f"copied {len(missing)} wheels", size, time.monotonic() - start)
     return len(missing)
 
