@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -63,6 +64,24 @@ def test_auth_failure(
     res = tether("up", "tt-stranger", "--no-browser")
     assert_failed(res, ExitCode.SSH_AUTH, "permission denied", "publickey", "ssh-add")
     assert_clean(tether_home, sshd, "tt-stranger")
+
+
+def test_json_error_is_one_object_on_stdout(
+    tether: Tether, tether_home: Path, sshd: LocalSshd, jupyter_env: Path
+) -> None:
+    """With --json a failing `up` prints one JSON error object on stdout (and the
+    human-readable text on stderr), with the documented exit code in it."""
+    stranger = generate_key(tether_home / "stranger-json", comment="not authorized")
+    entry = host_entry(sshd.server, "tt-stranger-json", user=sshd.user)
+    sshd.ssh_config.add(entry.__class__(**{**entry.__dict__, "identity_file": stranger}))
+    tether.profile("tt-stranger-json", env=str(jupyter_env))
+    res = tether("up", "tt-stranger-json", "--no-browser", "--json")
+    assert_failed(res, ExitCode.SSH_AUTH, "permission denied")
+    answer = json.loads(res.out)
+    assert answer["code"] == res.rc == int(ExitCode.SSH_AUTH)
+    assert "permission denied" in answer["error"].lower()
+    assert "ssh-add" in answer["hint"]
+    assert_clean(tether_home, sshd, "tt-stranger-json")
 
 
 def test_jupyter_missing_on_server(tether: Tether, tether_home: Path, sshd: LocalSshd) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import traceback
@@ -212,7 +213,9 @@ def _setup_logging(verbose: bool) -> None:
         logger.addHandler(handler)
     for existing in logger.handlers:
         if isinstance(existing, logging.StreamHandler):
-            existing.setStream(sys.stderr)  # whatever stderr is now (tests redirect it)
+            # Whatever stderr is now (in-process callers redirect it). Not setStream():
+            # that flushes the old stream first, which may be closed by now.
+            existing.stream = sys.stderr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(dispatch(args))
     except TetherError as exc:
         print(exc.render(), file=sys.stderr)
+        if getattr(args, "json", False):
+            # --json callers parse stdout: they get the error as one object too.
+            print(json.dumps(exc.as_json()), flush=True)
         return int(exc.code)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

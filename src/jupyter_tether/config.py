@@ -27,7 +27,8 @@ TRANSPORTS = ("auto", "socket", "tcp")
 # What a managed environment gets when the profile names no `jupyter`: jupyter_server
 # >= 2.21 fixes a token leak through Referer on 5xx pages (shared notes: jupyter-server).
 DEFAULT_JUPYTER = ("jupyterlab", "jupyter_server>=2.21")
-# Keys that ask for a managed environment (issue 3); `env` (bring your own) wins over them.
+# Keys that ask for a managed environment (README: Managed environments); `env`
+# (bring your own) wins over them.
 PROVISION_KEYS = ("python", "packages", "requirements", "jupyter", "kernels")
 
 

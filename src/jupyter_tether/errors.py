@@ -45,6 +45,13 @@ class TetherError(Exception):
         self.code = code
         self.details = details
 
+    def as_json(self) -> dict[str, object]:
+        """The error as ``--json`` prints it on stdout: one object, with the exit code."""
+        out: dict[str, object] = {"error": self.message, "hint": self.hint, "code": int(self.code)}
+        if self.details:
+            out["details"] = self.details
+        return out
+
     def render(self) -> str:
         lines = [f"error: {self.message}"]
         if self.details:

@@ -9,13 +9,7 @@ from jupyter_tether import remote, ssh
 from jupyter_tether.config import Profile
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.probe import Probe
-
-_CODES = {
-    "start_failed": ExitCode.SERVER_START,
-    "timeout": ExitCode.SERVER_START,
-    "locked": ExitCode.SERVER_START,
-    "bad_request": ExitCode.INTERNAL,
-}
+from jupyter_tether.remote import protocol
 
 
 def new_token() -> str:
@@ -43,7 +37,7 @@ def agent_error(dest: str, answer: dict[str, Any]) -> TetherError:
     return TetherError(
         f"{dest}: {answer.get('message', 'the remote helper failed')}",
         hint=str(answer.get("hint") or "") or None,
-        code=_CODES.get(kind, ExitCode.REMOTE_ENV),
+        code=protocol.exit_code(protocol.AGENT_CODES, kind),
         details=("last lines of the server log:\n" + answer["log_tail"])
         if answer.get("log_tail")
         else None,

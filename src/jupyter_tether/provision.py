@@ -1,4 +1,4 @@
-"""Managed environments on the server: Python + JupyterLab + the profile's packages (issue 3).
+"""Managed environments on the server: Python + JupyterLab + the profile's packages.
 
 The workstation decides and fetches; the server builds (``remote/builder.py``):
 
@@ -36,6 +36,7 @@ from jupyter_tether import output, paths, proc, remote, ssh
 from jupyter_tether.config import Profile
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.probe import Probe
+from jupyter_tether.remote import protocol
 
 UV_VERSION = "0.13.9"
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -535,14 +536,18 @@ def call(target: ssh.Target, found: Probe, request: dict[str, Any], timeout: flo
         target, builder_python(found), request, timeout=timeout, program="builder.py"
     )
     if not answer.get("ok"):
-        details = answer.get("output") or None
-        raise TetherError(
-            f"{target.destination}: {answer.get('message', 'provisioning failed')}",
-            hint=str(answer.get("hint") or "") or "rerun with --verbose",
-            code=ExitCode.PROVISION,
-            details=str(details) if details else None,
-        )
+        raise builder_error(target.destination, answer)
     return answer
+
+
+def builder_error(dest: str, answer: dict[str, Any]) -> TetherError:
+    details = answer.get("output") or None
+    return TetherError(
+        f"{dest}: {answer.get('message', 'provisioning failed')}",
+        hint=str(answer.get("hint") or "") or "rerun with --verbose",
+        code=protocol.exit_code(protocol.BUILDER_CODES, str(answer.get("kind", ""))),
+        details=str(details) if details else None,
+    )
 
 
 def base_request(profile: Profile, found: Probe, spec: Spec) -> dict[str, Any]:

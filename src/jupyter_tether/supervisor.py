@@ -3,7 +3,7 @@
 Started by ``up`` and ``open``, it keeps ``127.0.0.1:PORT`` answering: every second it
 asks the server for ``/api/status`` through the forward.  When that stops working it
 finds out why and repairs it, with a capped backoff (the network may come back at any
-moment, so the cap is one second):
+moment, so the cap is half a second):
 
 * the request times out: the link is dead (or the laptop slept).  The ControlMaster is
   ended at once instead of waiting for ServerAlive, and rebuilt (BatchMode: keys and
@@ -38,8 +38,9 @@ from jupyter_tether.errors import TetherError
 
 INTERVAL = 1.0  # seconds between health checks while connected
 # A failed attempt costs one ssh that fails at once (no route) or within ConnectTimeout;
-# the cap bounds how long after the link returns the next attempt starts (issue 4:
-# "within a second"; a 1.0 s cap gave a worst restore of 1.2 s over 20 cuts).
+# the cap bounds how long after the link returns the next attempt starts (README:
+# back "within a second"; a 1.0 s cap gave a worst restore of 1.2 s over 20 cuts,
+# benchmarks/README.md).
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 0.5
 CHECK_TIMEOUT = 2.0  # a /api/status slower than this counts as "no answer"
 DEAD_AFTER = 2  # consecutive timeouts before the link is declared dead

@@ -93,7 +93,7 @@ def _up(
         )
     except BaseException:
         # Leave nothing behind that this command created: an interrupted or failed `up`
-        # leaves the old state or the new one, never a server without a record (issue 5).
+        # leaves the old state or the new one, never a server without a record.
         if launched:
             _take_down(target, profile.name, python)
         # A master nobody uses goes too.

@@ -1,4 +1,4 @@
-"""jupyter-tether's environment builder: the server side of provisioning (issue 3).
+"""jupyter-tether's environment builder: the server side of provisioning.
 
 Standard library only, Python >= 3.8 syntax: it runs under whatever python3 the server
 has, before any environment exists.  Like the agent, it reads one JSON request on stdin

@@ -96,7 +96,7 @@ if [ -d "$TETHER_STATE/servers" ]; then
         fact server "$(tr -d '\n' <"$f")"
     done
 fi
-# Provisioning (issue 3): tether's own uv and the managed environments that are complete
+# Provisioning: tether's own uv and the managed environments that are complete
 # (a marker written only after the import check), so an unchanged spec costs no round trip.
 fact tether_data "$TETHER_DATA"
 if [ -x "$TETHER_DATA/bin/uv" ]; then
