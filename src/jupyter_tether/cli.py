@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true")
     p.add_argument("--json", action="store_true")
     p.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"))
+    # What the scripts call back for profile names: reads the config file, no ssh.
+    g.add_argument("--profiles", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -195,6 +201,14 @@ def dispatch(args: argparse.Namespace) -> int:
         from jupyter_tether.commands import doctor
 
         return doctor.doctor(args.name, ssh_config=args.ssh_config, as_json=args.json)
+    if args.command == "completion":
+        from jupyter_tether import completion, config
+
+        if args.profiles:
+            print("\n".join(config.profile_names()))
+        else:
+            print(completion.script(args.shell, build_parser()), end="")
+        return ExitCode.OK
     if args.command == "demo":
         from jupyter_tether.commands import demo
 
@@ -224,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE
-    _setup_logging(args.verbose)
+    _setup_logging(getattr(args, "verbose", False))
     try:
         return int(dispatch(args))
     except TetherError as exc:
