@@ -48,7 +48,7 @@ FULL = Sizes(
     scale_accounts=20,
     cuts=(10.0, 60.0),
     restore_wait=240.0,
-    soak_cuts=20,  # issue 4: "20 random cuts of 1-30 s in a row"
+    soak_cuts=20,  # 20 random cuts of 1-30 s in a row (benchmarks/README.md)
     soak_range=(1.0, 30.0),
 )
 

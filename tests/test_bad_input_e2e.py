@@ -1,4 +1,4 @@
-"""Bad input, one row per case (issue 5): a clear one-paragraph message with a hint, a
+"""Bad input, one row per case: a clear one-paragraph message with a hint, a
 documented exit code, nothing left on either side, and no shell ever runs our text.
 
 Every case runs with a canary path in /tmp that an injected ``touch`` would create,

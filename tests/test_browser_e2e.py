@@ -1,4 +1,4 @@
-"""A real browser through the tether forward (issue 5): headless Chromium opens the
+"""A real browser through the tether forward: headless Chromium opens the
 printed URL, makes a notebook, plots with matplotlib, saves; then the link to the server
 is cut and restored, and the same tab runs another cell in the same kernel."""
 

@@ -1,4 +1,4 @@
-"""Concurrency and load (issue 5): ten `up`s at once make one server; many accounts on
+"""Concurrency and load: ten `up`s at once make one server; many accounts on
 one host each get their own server, and reach only their own.
 
 ``TETHER_ACCOUNTS`` sets how many accounts (default 20, as the issue asks; fewer for a quick run).

@@ -1,4 +1,4 @@
-"""Live progress on a terminal (issue 3: sizes and rates on a TTY, plain lines otherwise),
+"""Live progress on a terminal (sizes and rates on a TTY, plain lines otherwise),
 and the stdin pump that reports how much a child has taken."""
 
 from __future__ import annotations

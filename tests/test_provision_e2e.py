@@ -1,4 +1,4 @@
-"""Provisioning end to end (issue 3): a fresh non-root account that has nothing but the
+"""Provisioning end to end: a fresh non-root account that has nothing but the
 system python3 gets JupyterLab and packages, online and through the offline path.
 
 The account ``tether-prov`` is reset at the start of the session (no uv, no envs), and

@@ -260,7 +260,7 @@ def test_provisioning_value_checks(tmp_path: Path, body: str) -> None:
 def test_unsupported_architecture_is_a_clear_error(
     machine: str, glibc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 5's "unsupported arch" row. A server of another architecture cannot be
+    """The bad-input table's "unsupported arch" row. A server of another architecture cannot be
     produced here, so the provisioning code gets its probe: the server answers the
     builder's `prepare` (no uv yet), the index lists uv's real build matrix, which has
     no build for that machine. The error names the platform, and nothing is copied."""

@@ -1,4 +1,4 @@
-"""Always connected (issue 4): link cuts in a real namespace topology, a Jupyter killed
+"""Always connected (README): link cuts in a real namespace topology, a Jupyter killed
 with -9, a crash loop, a simulated reboot with the autostart hook."""
 
 from __future__ import annotations

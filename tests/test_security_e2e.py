@@ -1,4 +1,4 @@
-"""Another user on the same server attacks a running server (issue 5, SECURITY.md).
+"""Another user on the same server attacks a running server (SECURITY.md).
 
 The victim is ``tether-test`` (alias ``tt-server``); the attacker is ``tether-other``, a
 second ordinary account on the same machine, whose commands run through ``as_user``.

@@ -1,16 +1,16 @@
 """Cold `up` on a bare account (system python3 only) → URL answering.
 
 tether: `tether up HOST` with no environment configured, so it provisions Python and
-JupyterLab itself (issue 3), with an empty workstation cache and an empty home.
+JupyterLab itself, with an empty workstation cache and an empty home.
 Baselines: the manual recipe, scripted (see benchmarks/manual.py); offline, the server
 sits behind a jump host in a network namespace without internet, and the wheels come
 from `pip download` on the workstation + `scp` + `pip install --no-index`.
 
-Caches warm (issue 3: "both runs are repeated with the cache warm"): after each cold
+Caches warm (both runs are repeated with the caches warm): after each cold
 run, the environment is removed and `tether up` provisions it again, with uv and uv's
 cache (offline, the wheels too) still on the server and the workstation's cache kept.
 
-Warm, online (issue 3: "a warm `up` with an unchanged spec adds under 0.5 s"): with the
+Warm, online (a warm `up` with an unchanged spec should add under 0.5 s): with the
 provisioned server running, a new process without an ssh master runs `tether up` for
 the managed profile (unchanged spec), alternating with `tether up` for a second profile
 of the same account whose `env` names that same environment, ready (no provisioning
@@ -106,7 +106,7 @@ def _tether_cold(bench: Bench, out: Outcome, host: str, label: str, manual_total
 def _caches_warm(
     bench: Bench, out: Outcome, host: str, label: str, manual_total: str, env: dict[str, str]
 ) -> None:
-    """Provisioning again with the caches warm (issue 3): the environment is removed,
+    """Provisioning again with the caches warm: the environment is removed,
     while uv, uv's cache (and offline, the wheels) stay on the server and the
     workstation keeps its cache."""
     fig = Figure(f"tether up, {label}, caches warm: total", "s", versus=manual_total)

@@ -14,7 +14,7 @@ Both run with ``AUTOSSH_GATETIME=0``: otherwise autossh gives up for good when s
 fails within 30 s of its first start, which a cut soon after starting would cause.
 
 The ``soak`` scenario cuts the same link many times in a row, for random lengths drawn
-from a seeded generator (issue 4: "20 random cuts of 1-30 s", with ``--full``), and
+from a seeded generator (20 random cuts of 1-30 s with ``--full``), and
 reports the worst and the median restore time, for tether and for tuned autossh on the
 same cuts.
 """
@@ -257,7 +257,7 @@ def _add_soak(
 
 @scenario(
     "soak",
-    "random link cuts in a row (issue 4): worst and median restore",
+    "random link cuts in a row: worst and median restore",
     needs_netns=True,
 )
 def soak(bench: Bench, sizes: Sizes) -> Outcome:

@@ -18,7 +18,7 @@ from jupyter_tether import sandbox
 
 SERVER_RSS = Figure("RSS per idle Jupyter server", "MB", absolute=True)
 MASTER_RSS = Figure("RSS per ssh master (workstation)", "MB", absolute=True)
-NO_SUPERVISOR = "this tether starts no tunnel supervisor (issue 4)"
+NO_SUPERVISOR = "this tether starts no tunnel supervisor"
 SUPERVISOR_RSS = Figure("RSS per tunnel supervisor (workstation)", "MB", absolute=True)
 
 
