@@ -393,10 +393,10 @@ def test_env_shows_and_install_adds(ptether: Tether, prov_sshd: str) -> None:
     assert res.rc == 0, res.err
     assert "add it to `packages`" in res.out  # honest: the spec does not have it
     assert kernel_says(info, "import toolz; print(toolz.__name__)") == "toolz"
-    rec_extra = json.loads(
+    record = json.loads(
         (Path(os.environ["JUPYTER_TETHER_STATE_DIR"]) / "servers" / f"{prov_sshd}.json").read_text()
-    )["extra"]
-    assert rec_extra["installed"] == ["toolz"]
+    )
+    assert record["installed"] == ["toolz"]
     text = ptether("env", prov_sshd)
     assert text.rc == 0 and "added later: toolz" in text.out
     marker = json.loads((env / ".tether-env.json").read_text())

@@ -51,7 +51,7 @@ def _served(tether: Tether, jupyter_env: Path, *extra: str) -> Iterator[Victim]:
     token = info["url"].split("token=")[1]
     rec = state.load("tt-server")
     assert rec is not None
-    rundir = Path(str(rec.extra["rundir"]))
+    rundir = Path(str(rec.rundir))
     sock = Path(rec.remote) if rec.transport == "socket" else None
     port = None if sock else int(rec.remote.rsplit(":", 1)[1])
     # A kernel with something worth stealing in it.

@@ -10,7 +10,7 @@ import dataclasses
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ class Profile:
     build_from_source: bool = False
     provision: bool = False  # a managed environment was asked for (any PROVISION_KEYS)
     source: str = "defaults"  # where the profile came from, for `tether config`
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -66,7 +65,6 @@ class Profile:
         d["env_vars"] = dict(self.env_vars)
         for key in ("packages", "jupyter", "extra_index_urls", "kernels"):
             d[key] = list(d[key])
-        d.pop("extra")
         return d
 
 

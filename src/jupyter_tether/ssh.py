@@ -111,40 +111,6 @@ def make_target(destination: str, *, config_file: Path | None = None) -> Target:
     return Target(destination=destination, config_file=config_file, control_dir=control_dir)
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """What ``ssh -G`` says ssh would really do for a destination."""
-
-    hostname: str
-    port: int
-    user: str
-    proxyjump: str | None
-    proxycommand: str | None
-
-
-def resolve(target: Target) -> Resolved:
-    """Ask ssh itself (``ssh -G``), rather than parsing config files by hand."""
-    argv = ["ssh", "-G"]
-    if target.config_file is not None:
-        argv += ["-F", str(target.config_file)]
-    res = proc.run([*argv, "--", target.destination], timeout=15, stdin_devnull=True)
-    if not res.ok:
-        raise ssh_error(target, res.stderr, res.returncode)
-    opts: dict[str, str] = {}
-    for line in res.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        opts.setdefault(key.lower(), value)
-    jump = opts.get("proxyjump")
-    command = opts.get("proxycommand")
-    return Resolved(
-        hostname=opts.get("hostname", target.destination),
-        port=int(opts.get("port", "22")),
-        user=opts.get("user", ""),
-        proxyjump=None if jump in (None, "none") else jump,
-        proxycommand=None if command in (None, "none") else command,
-    )
-
-
 def _master_lock(target: Target) -> contextlib.AbstractContextManager[None]:
     """Serialise master start-up per destination: two masters would leave a stray ssh."""
     assert target.control_dir is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ class Record:
     hostname: str
     started: float
     transport: str = "socket"
-    extra: dict[str, Any] = field(default_factory=dict)
+    python: str = "python3"  # the interpreter the agent runs under on the server
+    rundir: str | None = None  # the server's private run directory
+    launcher: str | None = None  # tmux, screen or setsid
+    installed: tuple[str, ...] = ()  # packages `tether install` added
 
     @property
     def base_url(self) -> str:
@@ -49,11 +52,22 @@ def save(rec: Record) -> None:
     paths.write_private(path_for(rec.name), json.dumps(asdict(rec), indent=1))
 
 
+def _from_json(data: dict[str, Any]) -> Record:
+    # Records written before these fields were typed kept them in an `extra` table.
+    old = data.pop("extra", None) or {}
+    for key in ("python", "rundir", "launcher", "installed"):
+        if key not in data and old.get(key) is not None:
+            data[key] = old[key]
+    data["installed"] = tuple(data.get("installed") or ())
+    data["python"] = str(data.get("python") or "python3")
+    return Record(**data)
+
+
 def load(name: str) -> Record | None:
     try:
         data = json.loads(path_for(name).read_text(encoding="utf-8"))
-        return Record(**data)
-    except (OSError, ValueError, TypeError):
+        return _from_json(data)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 

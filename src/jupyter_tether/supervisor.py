@@ -245,7 +245,7 @@ class _Supervisor:
 
     def server_side(self, target: ssh.Target, rec: state.Record) -> None:
         """The link works but Jupyter does not answer: ask the server what happened."""
-        python = str(rec.extra.get("python") or "python3")
+        python = rec.python
         answer = launch.call(target, python, {"op": "status", "name": rec.name}, timeout=20)
         servers = answer.get("servers") or []
         health = servers[0].get("health", {}) if servers else {"state": "dead"}

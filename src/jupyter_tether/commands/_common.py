@@ -27,4 +27,4 @@ def target_for(rec: state.Record, ssh_config: Path | None = None) -> Target:
 
 
 def agent_python(rec: state.Record) -> str:
-    return str(rec.extra.get("python") or "python3")
+    return rec.python

@@ -13,8 +13,8 @@ from jupyter_tether.errors import ExitCode, TetherError
 def attach(name: str, *, ssh_config: Path | None = None) -> int:
     rec = record_or_fail(name)
     target = target_for(rec, ssh_config)
-    launcher = rec.extra.get("launcher")
-    rundir = rec.extra.get("rundir")
+    launcher = rec.launcher
+    rundir = rec.rundir
     if launcher == "tmux" and rundir:
         cmd = f"exec tmux -S {shlex.quote(str(rundir) + '/tmux.sock')} attach"
     elif launcher == "screen":

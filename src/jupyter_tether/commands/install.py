@@ -21,7 +21,7 @@ def install(
     rec = state.load(profile.name)
     progress = output.Progress(verbose=verbose)
     with connected(profile, ssh_config, progress) as (target, found):
-        python = str(rec.extra.get("python") or "") if rec else ""
+        python = rec.python if rec else ""
         # the running server's environment first: that is where the user wants them
         prefix = python.rsplit("/bin/", 1)[0] if python.endswith("/bin/python") else ""
         prefix = prefix or env_prefix(profile, found)
@@ -69,8 +69,8 @@ def install(
     for line in answer.get("uv_lines", []):
         progress.say(f"  {line}")
     if rec is not None:
-        added = [p for p in rec.extra.get("installed", []) if p not in packages] + packages
-        state.save(dataclasses.replace(rec, extra={**rec.extra, "installed": added}))
+        added = [p for p in rec.installed if p not in packages] + list(packages)
+        state.save(dataclasses.replace(rec, installed=tuple(added)))
     print(f"installed {' '.join(packages)} into {answer['env']}")
     if answer.get("managed"):
         print(
