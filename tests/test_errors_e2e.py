@@ -127,20 +127,30 @@ def test_autostart_is_refused_where_there_is_a_scheduler(
     tether: Tether, tether_home: Path, sshd: LocalSshd, jupyter_env: Path
 ) -> None:
     """A login node of a cluster: `sbatch` on the login PATH (Debian's ~/.profile puts
-    ~/bin there). tether only looks the command up, it never runs it here."""
-    bin_dir = home_of(sshd.user) / "bin"
+    ~/bin there) and the Slurm config its login shell names in SLURM_CONF. tether only
+    looks them up, it never runs sbatch here."""
+    home = home_of(sshd.user)
+    bin_dir = home / "bin"
     assert not bin_dir.exists()
+    profile = home / ".profile"
+    saved_profile = profile.read_bytes() if profile.exists() else None
     script = '#!/bin/sh\necho "sbatch: error: this host is not a cluster" >&2\nexit 1\n'
     made = as_user(
         sshd.user,
-        ["sh", "-c", "mkdir bin && cat > bin/sbatch && chmod 755 bin/sbatch"],
+        [
+            "sh",
+            "-c",
+            "mkdir bin && cat > bin/sbatch && chmod 755 bin/sbatch && "
+            "echo ClusterName=test > bin/slurm.conf && "
+            "echo 'export SLURM_CONF=$HOME/bin/slurm.conf' >> .profile",
+        ],
         input=script,
     )
     assert made.returncode == 0, made.stderr
     crontab = as_user(sshd.user, ["crontab", "-l"]).stdout
     try:
-        seen = as_user(sshd.user, ["bash", "-lc", "command -v sbatch"])
-        assert seen.stdout.strip() == str(bin_dir / "sbatch")
+        seen = as_user(sshd.user, ["bash", "-lc", "command -v sbatch; echo $SLURM_CONF"])
+        assert seen.stdout.split() == [str(bin_dir / "sbatch"), str(bin_dir / "slurm.conf")]
         tether.profile("tt-server", env=str(jupyter_env))
         res = tether("up", "tt-server", "--no-browser", "--autostart")
         assert_failed(res, ExitCode.USAGE, "batch scheduler", "autostart is refused", "batch jobs")
@@ -148,6 +158,27 @@ def test_autostart_is_refused_where_there_is_a_scheduler(
         assert as_user(sshd.user, ["crontab", "-l"]).stdout == crontab  # no hook either
     finally:
         shutil.rmtree(bin_dir)
+        if saved_profile is None:
+            profile.unlink(missing_ok=True)
+        else:
+            profile.write_bytes(saved_profile)
+
+
+def test_slurm_client_alone_is_no_cluster(
+    tether: Tether, tether_home: Path, sshd: LocalSshd, jupyter_env: Path
+) -> None:
+    """Debian's slurm-client (scripts/setup.sh installs it) puts a real `sbatch` on every
+    PATH here, with no Slurm config anywhere: no cluster, so autostart is not refused."""
+    assert shutil.which("sbatch") == "/usr/bin/sbatch"
+    assert not Path("/etc/slurm/slurm.conf").exists()
+    try:
+        tether.profile("tt-server", env=str(jupyter_env))
+        res = tether("up", "tt-server", "--no-browser", "--autostart", "--json")
+        assert res.rc == 0, res.err
+        assert "jupyter-tether" in as_user(sshd.user, ["crontab", "-l"]).stdout
+    finally:
+        tether("down", "tt-server", "--purge")
+    assert "jupyter-tether" not in as_user(sshd.user, ["crontab", "-l"]).stdout
 
 
 @pytest.mark.skipif(IS_ROOT, reason="root may bind privileged ports")

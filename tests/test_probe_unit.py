@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from jupyter_tether import probe, remote
@@ -45,6 +49,32 @@ def test_parse_sample() -> None:
     assert p.jupyter_python() == "/home/ada/venv/bin/python3"
     assert p.servers == ({"name": "aura", "pid": 42},)
     assert p.module_init == "/usr/share/modules/init/sh"
+
+
+def test_a_cluster_has_sbatch_and_a_slurm_config() -> None:
+    assert probe.parse(SAMPLE).scheduler is None
+    only_client = SAMPLE.replace("@@T tool_screen=\n", "@@T tool_sbatch=/usr/bin/sbatch\n")
+    assert probe.parse(only_client).scheduler is None  # slurm-client on a workstation
+    cluster = only_client.replace(
+        "@@T lmod=\n", "@@T lmod=\n@@T slurm_conf=/etc/slurm/slurm.conf\n"
+    )
+    p = probe.parse(cluster)
+    assert p.scheduler == "slurm" and p.slurm_conf == "/etc/slurm/slurm.conf"
+
+
+def test_probe_script_finds_the_login_shells_slurm_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=test\n")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SHELL": "", "SLURM_CONF": str(conf)}
+    out = subprocess.run(
+        ["sh", "-s"],
+        input=remote.probe_script(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert probe.parse(out.stdout).slurm_conf == str(conf)
 
 
 def test_env_shebang_resolves_through_candidates() -> None:

@@ -43,6 +43,12 @@ class Probe:
     tether_data: str | None = None  # ~/.local/share/jupyter-tether (or XDG_DATA_HOME's)
     tether_uv: str | None = None  # "PATH VERSION" of tether's own uv on the server
     tether_envs: tuple[str, ...] = ()  # complete managed environments (directory names)
+    slurm_conf: str | None = None  # the Slurm configuration the login shell's clients read
+
+    @property
+    def scheduler(self) -> str | None:
+        """The batch scheduler this host submits to, if it is a cluster's login node."""
+        return "slurm" if self.has("sbatch") and self.slurm_conf else None
 
     def has(self, tool: str) -> bool:
         return bool(self.tools.get(tool))
@@ -120,6 +126,7 @@ def parse(stdout: str) -> Probe:
         tether_data=one("tether_data") or None,
         tether_uv=one("tether_uv") or None,
         tether_envs=tuple(facts.get("tether_env", [])),
+        slurm_conf=one("slurm_conf") or None,
     )
 
 

@@ -112,11 +112,9 @@ def _up(
         hostname=str(server.get("hostname") or found.hostname),
         started=float(server.get("started") or 0),
         transport=server["transport"],
-        extra={
-            "python": python,
-            "rundir": server.get("rundir"),
-            "launcher": server.get("launcher"),
-        },
+        python=python,
+        rundir=server.get("rundir"),
+        launcher=server.get("launcher"),
     )
     state.save(rec)
     # From here on the supervisor owns the forward: it re-creates it on this port after
@@ -161,7 +159,7 @@ def _take_down(target: ssh.Target, name: str, python: str) -> None:
 
 
 def _refuse_autostart_on_clusters(profile: config.Profile, found: probe.Probe) -> None:
-    if found.has("sbatch"):
+    if found.scheduler:
         raise TetherError(
             f"{profile.ssh} has a batch scheduler (sbatch): autostart is refused there",
             hint="on a cluster, long-running servers belong in batch jobs, not on login "

@@ -43,7 +43,7 @@ login_env() {
         "") set -- sh -c ;;
         *) set -- "$SHELL" -l -c ;;
     esac
-    script='echo; echo "@@P PATH=$PATH"; echo "@@P MODULESHOME=$MODULESHOME"; echo "@@P LMOD_CMD=$LMOD_CMD"'
+    script='echo; echo "@@P PATH=$PATH"; echo "@@P MODULESHOME=$MODULESHOME"; echo "@@P LMOD_CMD=$LMOD_CMD"; echo "@@P SLURM_CONF=$SLURM_CONF"'
     if command -v timeout >/dev/null 2>&1; then
         timeout 10 "$@" "$script" </dev/null 2>/dev/null
     else
@@ -71,6 +71,18 @@ fact lmod "${lmod_cmd:+yes}"
 PATH=$login_path:$PATH
 for tool in tmux screen setsid uv sbatch curl; do
     fact "tool_$tool" "$(command -v "$tool" 2>/dev/null)"
+done
+
+# A Slurm cluster has sbatch *and* a configuration its clients read: $SLURM_CONF, the
+# packaged paths, or the cache a configless slurmd/sackd keeps (Slurm's "configless"
+# docs). sbatch alone, e.g. slurm-client installed on a workstation, is no cluster.
+login_slurm_conf=$(printf '%s\n' "$login" | sed -n 's/^@@P SLURM_CONF=//p' | tail -n 1)
+for conf in "$login_slurm_conf" "${SLURM_CONF:-}" /etc/slurm/slurm.conf \
+    /etc/slurm-llnl/slurm.conf /run/slurm/conf/slurm.conf /var/spool/slurmd/conf-cache/slurm.conf; do
+    if [ -n "$conf" ] && [ -r "$conf" ]; then
+        fact slurm_conf "$conf"
+        break
+    fi
 done
 
 # python3 candidates with versions, best effort and bounded to a few names.
