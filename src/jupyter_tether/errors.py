@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     LOCAL_PORT = 8  # the local port is busy, privileged or otherwise unusable
     NOT_FOUND = 9  # no such server or profile is known
     PROVISION = 10  # building the environment failed
+    SCHEDULER = 11  # the batch scheduler refused the job, or it can never start
     INTERNAL = 70  # a bug in jupyter-tether (EX_SOFTWARE)
     INTERRUPTED = 130  # Ctrl-C
 
