@@ -1,10 +1,12 @@
-"""Pieces several subcommands share: finding a server's record and its ssh target."""
+"""Pieces several subcommands share: a server's record and ssh target, and a connection."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-from jupyter_tether import state
+from jupyter_tether import config, output, probe, provision, ssh, state
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.ssh import Target, make_target
 
@@ -28,3 +30,34 @@ def target_for(rec: state.Record, ssh_config: Path | None = None) -> Target:
 
 def agent_python(rec: state.Record) -> str:
     return rec.python
+
+
+def release_master(target: Target) -> None:
+    """End the ControlMaster unless a recorded server still goes through it."""
+    if not any(r.ssh == target.destination for r in state.all_records()):
+        ssh.exit_master(target)
+
+
+@contextlib.contextmanager
+def connected(
+    profile: config.Profile, ssh_config: Path | None, progress: output.Progress
+) -> Iterator[tuple[ssh.Target, probe.Probe]]:
+    """Connect and probe; a master started here goes again unless a server uses it."""
+    target = ssh.make_target(profile.ssh, config_file=ssh_config)
+    with progress.phase("connect", profile.ssh):
+        started = ssh.ensure_master(target)
+    try:
+        with progress.phase("probe"):
+            found = probe.probe(target)
+        yield target, found
+    finally:
+        if started:
+            release_master(target)
+
+
+def env_prefix(profile: config.Profile, found: probe.Probe) -> str:
+    """The environment ``up`` would use: the profile's own, else the managed one."""
+    if profile.env:
+        return profile.env
+    spec = provision.spec_for(profile, found)
+    return f"{provision.data_dir(found)}/envs/{provision.env_name(profile, spec)}"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_tether import config, forward, output, probe, provision, ssh
-from jupyter_tether.commands.env import connected
+from jupyter_tether.commands._common import connected
 from jupyter_tether.errors import ExitCode
 
 _MODULE_FIX = {

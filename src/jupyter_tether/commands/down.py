@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jupyter_tether import launch, output, probe, remote, ssh, state, supervisor
-from jupyter_tether.commands._common import agent_python, target_for
+from jupyter_tether.commands._common import agent_python, release_master, target_for
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -60,8 +60,7 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> 
     if rec is not None:
         ssh.cancel_forward(target, rec.local_port, rec.remote)
         state.remove(name)
-    if not any(r.ssh == target.destination for r in state.all_records()):
-        ssh.exit_master(target)
+    release_master(target)
     how = answer.get("how")
     progress.say(f"stopped {name}" + (f" ({how})" if how and answer.get("stopped") else ""))
     return ExitCode.OK

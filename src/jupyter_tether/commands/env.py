@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import config, output, probe, provision, ssh, state
+from jupyter_tether import config, output, provision
+from jupyter_tether.commands._common import connected, env_prefix
 from jupyter_tether.errors import ExitCode, TetherError
-
-
-@contextlib.contextmanager
-def connected(
-    profile: config.Profile, ssh_config: Path | None, progress: output.Progress
-) -> Iterator[tuple[ssh.Target, probe.Probe]]:
-    """Connect and probe; a master started here goes again unless a server uses it."""
-    target = ssh.make_target(profile.ssh, config_file=ssh_config)
-    with progress.phase("connect", profile.ssh):
-        started = ssh.ensure_master(target)
-    try:
-        with progress.phase("probe"):
-            found = probe.probe(target)
-        yield target, found
-    finally:
-        if started and not any(r.ssh == profile.ssh for r in state.all_records()):
-            ssh.exit_master(target)
-
-
-def env_prefix(profile: config.Profile, found: probe.Probe) -> str:
-    """The environment ``up`` would use: the profile's own, else the managed one."""
-    if profile.env:
-        return profile.env
-    spec = provision.spec_for(profile, found)
-    return f"{provision.data_dir(found)}/envs/{provision.env_name(profile, spec)}"
 
 
 def env(

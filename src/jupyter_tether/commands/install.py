@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from jupyter_tether import config, output, paths, provision, state
-from jupyter_tether.commands.env import connected, env_prefix
+from jupyter_tether.commands._common import connected, env_prefix
 from jupyter_tether.errors import ExitCode, TetherError
 
 

@@ -20,6 +20,7 @@ from jupyter_tether import (
     state,
     supervisor,
 )
+from jupyter_tether.commands._common import release_master
 from jupyter_tether.errors import ExitCode, TetherError
 
 
@@ -97,8 +98,8 @@ def _up(
         if launched:
             _take_down(target, profile.name, python)
         # A master nobody uses goes too.
-        if started_master and not any(r.ssh == profile.ssh for r in state.all_records()):
-            ssh.exit_master(target)
+        if started_master:
+            release_master(target)
         raise
     rec = state.Record(
         name=profile.name,
