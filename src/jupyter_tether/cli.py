@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import __version__
+from jupyter_tether import __version__, completion
 from jupyter_tether.errors import ExitCode, TetherError
 
 EPILOG = """\
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, fish)")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"))
+    g.add_argument("shell", nargs="?", choices=completion.SHELLS)
     # What the scripts call back for profile names: reads the config file, no ssh.
     g.add_argument("--profiles", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -202,7 +202,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return doctor.doctor(args.name, ssh_config=args.ssh_config, as_json=args.json)
     if args.command == "completion":
-        from jupyter_tether import completion, config
+        from jupyter_tether import config
 
         if args.profiles:
             print("\n".join(config.profile_names()))

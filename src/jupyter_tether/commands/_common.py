@@ -28,10 +28,6 @@ def target_for(rec: state.Record, ssh_config: Path | None = None) -> Target:
     return make_target(rec.ssh, config_file=cfg)
 
 
-def agent_python(rec: state.Record) -> str:
-    return rec.python
-
-
 def release_master(target: Target) -> None:
     """End the ControlMaster unless a recorded server still goes through it."""
     if not any(r.ssh == target.destination for r in state.all_records()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jupyter_tether import launch, output, probe, remote, ssh, state, supervisor
-from jupyter_tether.commands._common import agent_python, release_master, target_for
+from jupyter_tether.commands._common import release_master, target_for
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -25,7 +25,7 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> 
     rec = state.load(name)
     if rec is not None:
         target = target_for(rec, ssh_config)
-        python = agent_python(rec)
+        python = rec.python
     else:
         # Not started from here: find it on the server the profile points at.
         target = ssh.make_target(resolve(name).ssh, config_file=ssh_config)

@@ -69,7 +69,7 @@ def install(
     for line in answer.get("uv_lines", []):
         progress.say(f"  {line}")
     if rec is not None:
-        added = [p for p in rec.installed if p not in packages] + list(packages)
+        added = [p for p in rec.installed if p not in packages] + packages
         state.save(dataclasses.replace(rec, installed=tuple(added)))
     print(f"installed {' '.join(packages)} into {answer['env']}")
     if answer.get("managed"):

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from jupyter_tether import jupyter_api, launch, output, ssh, state, supervisor
-from jupyter_tether.commands._common import agent_python, target_for
+from jupyter_tether.commands._common import target_for
 from jupyter_tether.errors import TetherError
 
 
@@ -61,7 +61,7 @@ def _row(rec: state.Record) -> dict[str, Any]:
             if not ssh.master_alive(target):
                 row["state"] = "disconnected"
                 return row
-            answer = launch.call(target, agent_python(rec), {"op": "status", "name": rec.name})
+            answer = launch.call(target, rec.python, {"op": "status", "name": rec.name})
         except TetherError as exc:
             row["state"] = "unreachable"
             row["detail"] = exc.message

@@ -9,7 +9,7 @@ import re
 import shlex
 
 from jupyter_tether.errors import ExitCode, TetherError
-from jupyter_tether.schedulers import JobSpec, JobStatus, Partition
+from jupyter_tether.schedulers import JobSpec, JobStatus, Partition, State
 
 SQUEUE_FORMAT = "%T|%r|%N|%L|%e|%S"
 SINFO_FORMAT = "%P|%l|%a|%D|%c|%m"
@@ -118,10 +118,11 @@ class Slurm:
                 else f"squeue exit {rc}",
             )
         rows = [r for r in stdout.splitlines() if r.count("|") == 5]
-        if not rows:
-            return JobStatus(state="done") if rc == 0 else JobStatus(state="unknown")
+        if not rows:  # gone from squeue: ended
+            return JobStatus(state="done")
         raw_state, reason, node, left, end, start = rows[0].split("|")
         state = raw_state.strip().split()[0] if raw_state.strip() else ""
+        kind: State
         if state in _PENDING:
             kind = "pending"
         elif state in _RUNNING:
@@ -131,7 +132,7 @@ class Slurm:
         else:
             kind = "done"
         return JobStatus(
-            state=kind,  # type: ignore[arg-type]
+            state=kind,
             reason=_opt(reason.strip()),
             node=_opt(node.strip()),
             time_left=parse_time_left(left),
