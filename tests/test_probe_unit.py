@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_tether import probe, remote
+from jupyter_tether import clients, probe, remote
 
 SAMPLE = """Welcome to the cluster! (printed by a .bashrc)
 @@T probe_version=1
@@ -106,9 +106,9 @@ def test_probe_script_runs_under_dash_and_bash(tmp_path: object) -> None:
 def test_agent_script_reports_missing_python() -> None:
     import subprocess
 
-    script = remote.agent_script("/nonexistent/bin/python", {"op": "status"})
+    script = clients.script("/nonexistent/bin/python", "agent", {"op": "status"})
     out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30)
-    answer = remote.parse_answer(out.stdout)
+    answer = clients.parse_answer(out.stdout)
     assert answer is not None
     assert answer["ok"] is False
     assert answer["kind"] == "no_python"
@@ -119,12 +119,12 @@ def test_agent_script_survives_bash_read_ahead() -> None:
     import subprocess
     import sys
 
-    script = remote.agent_script(sys.executable, {"op": "status", "name": "none-such"})
+    script = clients.script(sys.executable, "agent", {"op": "status", "name": "none-such"})
     for shell in ("bash", "sh"):
         out = subprocess.run(
             [shell, "-s"], input=script, capture_output=True, text=True, timeout=30
         )
-        answer = remote.parse_answer(out.stdout)
+        answer = clients.parse_answer(out.stdout)
         assert answer is not None, out.stderr
         assert answer["ok"] is True
         assert answer["servers"] == []
@@ -148,7 +148,7 @@ def _old_pythons() -> list[str]:
     return usable
 
 
-@pytest.mark.parametrize("program", ["agent.py"])
+@pytest.mark.parametrize("program", ["agent", "builder"])
 def test_remote_programs_run_under_old_pythons(program: str) -> None:
     import subprocess
 
@@ -156,8 +156,9 @@ def test_remote_programs_run_under_old_pythons(program: str) -> None:
     if not pythons:
         pytest.skip("no Python 3.8-3.10 on this machine")
     for python in pythons:
-        script = remote.agent_script(python, {"op": "status", "name": "none-such"}, program=program)
+        op = {"agent": {"op": "status", "name": "none-such"}, "builder": {"op": "listen"}}[program]
+        script = clients.script(python, program, op)
         out = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=60)
-        answer = remote.parse_answer(out.stdout)
+        answer = clients.parse_answer(out.stdout)
         assert answer is not None, f"{python}: {out.stderr[-500:]}"
         assert answer["ok"] is True, (python, answer)

@@ -1,11 +1,11 @@
-"""Starting, checking and stopping servers on the remote, through the agent."""
+"""Starting a server on the remote, through the agent (``clients.Agent``)."""
 
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from jupyter_tether import remote, ssh
+from jupyter_tether.clients import Agent
 from jupyter_tether.config import Profile
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.probe import Probe
@@ -32,25 +32,6 @@ def agent_python(profile: Profile, found: Probe) -> str:
     )
 
 
-def agent_error(dest: str, answer: dict[str, Any]) -> TetherError:
-    kind = str(answer.get("kind", "error"))
-    return TetherError(
-        f"{dest}: {answer.get('message', 'the remote helper failed')}",
-        hint=str(answer.get("hint") or "") or None,
-        code=protocol.exit_code(protocol.AGENT_CODES, kind),
-        details=("last lines of the server log:\n" + answer["log_tail"])
-        if answer.get("log_tail")
-        else None,
-    )
-
-
-def call(target: ssh.Target, python: str, request: dict[str, Any], timeout: float = 180) -> Any:
-    answer = remote.call_agent(target, python, request, timeout=timeout)
-    if not answer.get("ok"):
-        raise agent_error(target.destination, answer)
-    return answer
-
-
 def start(
     target: ssh.Target,
     profile: Profile,
@@ -58,10 +39,9 @@ def start(
     *,
     python: str,
     transport: str,
-) -> dict[str, Any]:
+) -> protocol.UpAnswer:
     """Start the profile's server, or reuse a healthy one. The token travels on stdin."""
-    request = {
-        "op": "up",
+    request: protocol.UpRequest = {
         "name": profile.name,
         "token": new_token(),
         "app": profile.app,
@@ -76,5 +56,4 @@ def start(
         "startup_timeout": profile.startup_timeout,
         "run_sh": remote.read("run.sh"),
     }
-    result: dict[str, Any] = call(target, python, request, timeout=profile.startup_timeout + 60)
-    return result
+    return Agent(target, python).up(request, timeout=profile.startup_timeout + 60)

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import output, paths, proc, remote, ssh
+from jupyter_tether import output, paths, proc, ssh
+from jupyter_tether.clients import Builder
 from jupyter_tether.config import Profile
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.probe import Probe
-from jupyter_tether.remote import protocol
 
 UV_VERSION = "0.13.9"
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -532,22 +532,9 @@ def builder_python(found: Probe) -> str:
 
 
 def call(target: ssh.Target, found: Probe, request: dict[str, Any], timeout: float = 300) -> Any:
-    answer = remote.call_agent(
-        target, builder_python(found), request, timeout=timeout, program="builder.py"
-    )
-    if not answer.get("ok"):
-        raise builder_error(target.destination, answer)
-    return answer
-
-
-def builder_error(dest: str, answer: dict[str, Any]) -> TetherError:
-    details = answer.get("output") or None
-    return TetherError(
-        f"{dest}: {answer.get('message', 'provisioning failed')}",
-        hint=str(answer.get("hint") or "") or "rerun with --verbose",
-        code=protocol.exit_code(protocol.BUILDER_CODES, str(answer.get("kind", ""))),
-        details=str(details) if details else None,
-    )
+    fields = dict(request)
+    op = fields.pop("op")
+    return Builder(target, builder_python(found)).call(op, timeout, **fields)
 
 
 def base_request(profile: Profile, found: Probe, spec: Spec) -> dict[str, Any]:

@@ -33,8 +33,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import jupyter_api, launch, paths, ssh, state
+from jupyter_tether import jupyter_api, paths, ssh, state
+from jupyter_tether.clients import Agent
 from jupyter_tether.errors import TetherError
+from jupyter_tether.remote import protocol
 
 INTERVAL = 1.0  # seconds between health checks while connected
 # A failed attempt costs one ssh that fails at once (no route) or within ConnectTimeout;
@@ -245,11 +247,10 @@ class _Supervisor:
 
     def server_side(self, target: ssh.Target, rec: state.Record) -> None:
         """The link works but Jupyter does not answer: ask the server what happened."""
-        python = rec.python
-        answer = launch.call(target, python, {"op": "status", "name": rec.name}, timeout=20)
-        servers = answer.get("servers") or []
-        health = servers[0].get("health", {}) if servers else {"state": "dead"}
-        what = health.get("state")
+        agent = Agent(target, rec.python)
+        recorded, answer = agent.health(rec.name, timeout=20)
+        health: protocol.Health = recorded["health"] if recorded else {"state": "dead"}
+        what = health["state"]
         if what in ("running", "restarting", "unresponsive"):
             self.set("reconnecting", f"server {what}")
             return
@@ -274,11 +275,11 @@ class _Supervisor:
             return
         self.revived.append(now)
         self.say(f"the server is {what}: starting it again with the same token")
-        answer = launch.call(target, python, {"op": "revive", "name": rec.name}, timeout=180)
+        revived = agent.revive(rec.name, timeout=180)
         self.status["revives"] += 1
-        remote = str(answer.get("sock") or f"127.0.0.1:{answer.get('port')}")
-        if remote != rec.remote or answer.get("pid") != rec.pid:
-            state.save(state.Record(**{**rec.__dict__, "remote": remote, "pid": answer["pid"]}))
+        remote = str(revived.get("sock") or f"127.0.0.1:{revived.get('port')}")
+        if remote != rec.remote or revived.get("pid") != rec.pid:
+            state.save(state.Record(**{**rec.__dict__, "remote": remote, "pid": revived["pid"]}))
 
 
 def main(argv: list[str]) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_tether import launch, output, probe, remote, ssh, state, supervisor
+from jupyter_tether import output, probe, ssh, state, supervisor
+from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import release_master, target_for
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
@@ -43,18 +44,9 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> 
             )
         python = str(mine[0].get("python") or "python3")
     with progress.phase("stop", name):
-        answer = launch.call(target, python, {"op": "down", "name": name})
+        answer = Agent(target, python).down(name)
     if purge:
-        hooks = launch.call(
-            target,
-            python,
-            {
-                "op": "autostart",
-                "name": name,
-                "enable": False,
-                "agent_code": remote.read("agent.py"),
-            },
-        )
+        hooks = Agent(target, python).autostart(name, enable=False)
         removed = ", ".join(hooks.get("removed") or []) or "none was installed"
         progress.say(f"removed the autostart hook ({removed})")
     if rec is not None:

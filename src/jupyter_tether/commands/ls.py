@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jupyter_tether import jupyter_api, launch, output, ssh, state, supervisor
+from jupyter_tether import jupyter_api, output, ssh, state, supervisor
+from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import target_for
 from jupyter_tether.errors import TetherError
 
@@ -61,16 +62,15 @@ def _row(rec: state.Record) -> dict[str, Any]:
             if not ssh.master_alive(target):
                 row["state"] = "disconnected"
                 return row
-            answer = launch.call(target, rec.python, {"op": "status", "name": rec.name})
+            recorded, _ = Agent(target, rec.python).health(rec.name)
         except TetherError as exc:
             row["state"] = "unreachable"
             row["detail"] = exc.message
             return row
-        servers = answer.get("servers") or []
-        if not servers:
+        if recorded is None:
             row["state"] = "stopped"
             return row
-        health = servers[0].get("health", {})
+        health = recorded["health"]
         row["state"] = (
             "running (not forwarded)"
             if health.get("state") == "running"

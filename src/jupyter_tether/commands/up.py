@@ -15,13 +15,14 @@ from jupyter_tether import (
     output,
     probe,
     provision,
-    remote,
     ssh,
     state,
     supervisor,
 )
+from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import release_master
 from jupyter_tether.errors import ExitCode, TetherError
+from jupyter_tether.remote import protocol
 
 
 def up(
@@ -154,7 +155,7 @@ def _up(
 def _take_down(target: ssh.Target, name: str, python: str) -> None:
     """Best effort: stop a server this command started (the agent waits for its lock)."""
     try:
-        launch.call(target, python, {"op": "down", "name": name}, timeout=90)
+        Agent(target, python).down(name, timeout=90)
     except (TetherError, OSError):
         pass
 
@@ -171,20 +172,11 @@ def _refuse_autostart_on_clusters(profile: config.Profile, found: probe.Probe) -
 
 def _autostart(target: ssh.Target, profile: config.Profile, found: probe.Probe, python: str) -> str:
     """Install the user-level restart hook on the server; say which one."""
-    answer = launch.call(
-        target,
-        python,
-        {
-            "op": "autostart",
-            "name": profile.name,
-            "enable": True,
-            "agent_code": remote.read("agent.py"),
-        },
-    )
+    answer = Agent(target, python).autostart(profile.name, enable=True)
     return f"{answer['hook']} ({answer.get('detail', '')})"
 
 
-def _remote_end(server: dict[str, Any]) -> str:
+def _remote_end(server: protocol.UpAnswer) -> str:
     if server.get("sock"):
         return str(server["sock"])
     return f"127.0.0.1:{server['port']}"
@@ -198,12 +190,12 @@ def _forward_and_check(
     target: ssh.Target,
     profile: config.Profile,
     found: probe.Probe,
-    server: dict[str, Any],
+    server: protocol.UpAnswer,
     *,
     python: str,
     port: int | None,
     progress: output.Progress,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, protocol.UpAnswer]:
     previous = state.load(profile.name)
     want = port if port is not None else (previous.local_port if previous else None)
     with progress.phase("forward"):
@@ -225,7 +217,7 @@ def _forward_and_check(
             "restarting Jupyter on TCP 127.0.0.1"
         )
         ssh.cancel_forward(target, local_port, _remote_end(server))
-        launch.call(target, python, {"op": "down", "name": profile.name})
+        Agent(target, python).down(profile.name)
         with progress.phase("start", "again, on TCP"):
             server = launch.start(target, profile, found, python=python, transport="tcp")
         with progress.phase("forward"):

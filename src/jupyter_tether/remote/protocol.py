@@ -1,44 +1,244 @@
-"""What the server-side programs answer with when they fail: their error kinds.
+"""The workstation <-> server protocol: what each operation answers, and the error kinds.
 
-``agent.py`` and ``builder.py`` each answer one JSON object; on failure it carries a
-``kind`` from the sets below. The workstation turns a kind into a documented exit code
-(README, "Exit codes") through :data:`AGENT_CODES` and :data:`BUILDER_CODES`, and
-``tests/test_protocol_unit.py`` pins that every kind either program can raise is listed
-here, so a new kind cannot reach a user as the wrong exit code.
+Every call sends one JSON request (``op`` and its fields) to a server-side program and
+reads one JSON answer. On success the answer has ``ok: true`` and the fields below; on
+failure ``ok: false`` and a :class:`Failure`. ``jupyter_tether/clients.py`` has one
+method per operation and turns a kind into a documented exit code (README, "Exit
+codes"); ``tests/test_protocol_unit.py`` pins that every kind the programs can raise is
+listed here. Python >= 3.8 syntax, standard library only, like the programs.
 """
 
 from __future__ import annotations
 
-from jupyter_tether.errors import ExitCode
+from typing import Any, Dict, List, Optional, TypedDict
 
-# The request loop's own kinds, shared by both programs.
-_LOOP = {
-    "bad_request": ExitCode.INTERNAL,  # the workstation sent something the program rejects
-    "disk_full": ExitCode.REMOTE_ENV,
-    "os_error": ExitCode.REMOTE_ENV,
-}
 
-AGENT_CODES: dict[str, ExitCode] = {
-    **_LOOP,
-    "start_failed": ExitCode.SERVER_START,
-    "timeout": ExitCode.SERVER_START,
-    "locked": ExitCode.SERVER_START,
-    "not_found": ExitCode.NOT_FOUND,  # no server of that name is recorded on the server
-    "no_python": ExitCode.REMOTE_ENV,  # the interpreter is missing (remote/__init__.py)
-    "jupyter_not_found": ExitCode.REMOTE_ENV,
-    "bad_root_dir": ExitCode.REMOTE_ENV,
-    "unsafe_dir": ExitCode.REMOTE_ENV,
-    "sock_path_too_long": ExitCode.REMOTE_ENV,
-    "no_autostart": ExitCode.REMOTE_ENV,
-    "elsewhere": ExitCode.REMOTE_ENV,
-}
+class _Failure(TypedDict):
+    ok: bool
+    kind: str
+    message: str
 
-# Every builder failure is a provisioning failure (exit 10), whatever its kind.
-BUILDER_CODES: dict[str, ExitCode] = dict.fromkeys(
-    (
-        *_LOOP,
-        "no_python",
-        "locked",
+
+class Failure(_Failure, total=False):
+    hint: str
+    log_tail: str  # the agent's: the server log's last lines
+    output: str  # the builder's: the last lines of uv's output
+    tried: List[str]  # the builder's: interpreters it looked at
+
+
+# --- the agent (remote/agent.py) --------------------------------------------------------
+
+
+class UpRequest(TypedDict):
+    name: str
+    token: str  # on stdin, never in argv
+    app: str
+    env: Optional[str]
+    root_dir: str
+    nice: int
+    modules: List[str]
+    module_init: Optional[str]
+    env_vars: Dict[str, str]
+    path: Optional[str]
+    transport: str
+    startup_timeout: float
+    run_sh: str
+
+
+class ServerState(TypedDict):
+    """``servers/NAME/state.json``, as the agent wrote it (never with the token)."""
+
+    name: str
+    pid: int
+    sock: Optional[str]
+    port: Optional[int]
+    transport: str
+    app: str
+    versions: Dict[str, str]
+    jupyter: str
+    python: str
+    root_dir: str
+    rundir: str
+    launcher: str
+    log: str
+    path: str
+    hostname: str
+    started: float
+
+
+class _UpAnswer(ServerState):
+    reused: bool
+    token: str
+
+
+class UpAnswer(_UpAnswer, total=False):
+    api: Optional[Dict[str, Any]]
+
+
+class _Health(TypedDict):
+    state: str  # running, restarting, failed, dead, unresponsive, elsewhere
+
+
+class Health(_Health, total=False):
+    detail: str
+    pid: int
+    api: Dict[str, Any]
+    log_tail: str
+
+
+class Recorded(ServerState):
+    health: Health
+
+
+class StatusAnswer(TypedDict):
+    servers: List[Recorded]
+    hostname: str
+
+
+class _DownAnswer(TypedDict):
+    stopped: bool
+    how: str  # api, sigterm, sigkill, not running, unknown
+
+
+class DownAnswer(_DownAnswer, total=False):
+    pid: Optional[int]
+
+
+class LogsAnswer(TypedDict):
+    log: str
+    text: str
+
+
+class _AutostartAnswer(TypedDict):
+    hook: Optional[str]  # systemd, cron, or None when removed
+
+
+class AutostartAnswer(_AutostartAnswer, total=False):
+    detail: str
+    command: List[str]
+    removed: List[str]
+
+
+# --- the builder (remote/builder.py) ----------------------------------------------------
+
+
+class Interpreter(TypedDict):
+    path: str
+    version: List[int]
+    how: str
+
+
+class Reach(TypedDict):
+    reachable: bool
+    detail: str
+
+
+class _PrepareAnswer(TypedDict):
+    exists: bool
+    env: str
+
+
+class PrepareAnswer(_PrepareAnswer, total=False):
+    python: Optional[Interpreter]
+    python_facts: Dict[str, Any]
+    tried: List[str]
+    index: Reach
+    wheels: List[str]
+    free_mb: int
+    uv: bool
+
+
+class PythonAnswer(TypedDict):
+    python: Interpreter
+    python_facts: Dict[str, Any]
+    tried: List[str]
+
+
+class _BuildAnswer(TypedDict):
+    env: str
+    built: bool
+    cleaned: List[str]
+
+
+class BuildAnswer(_BuildAnswer, total=False):
+    removed: List[str]
+    checked: List[str]
+    uv_lines: List[str]
+    timings: Dict[str, float]
+    size_mb: int
+
+
+class InstallAnswer(TypedDict):
+    env: str
+    checked: List[str]
+    uv_lines: List[str]
+    managed: bool
+
+
+class _DescribeAnswer(TypedDict):
+    exists: bool
+    env: str
+
+
+class DescribeAnswer(_DescribeAnswer, total=False):
+    marker: Optional[Dict[str, Any]]
+    python: Optional[str]
+    packages: List[List[str]]
+    size_mb: int
+    others: List[str]
+
+
+class _DoctorAnswer(TypedDict):
+    python: Optional[Interpreter]
+    tried: List[str]
+    free_mb: int
+    data_dir: str
+    index: Reach
+
+
+class DoctorAnswer(_DoctorAnswer, total=False):
+    python_facts: Dict[str, Any]
+    quota: Dict[str, Any]
+    modules: Dict[str, Any]
+
+
+class ListenAnswer(TypedDict):
+    sock: str
+    listening: bool
+
+
+class ReachAnswer(TypedDict):
+    index: Reach
+    wheels: List[str]
+    uv: bool
+
+
+# --- error kinds ------------------------------------------------------------------------
+
+# Raised by the shared core (remote/core.py) in either program.
+CORE_KINDS = frozenset({"bad_request", "disk_full", "os_error", "locked", "unsafe_dir"})
+# The shell wrapper's, before any program runs (clients.py).
+WRAPPER_KINDS = frozenset({"no_python"})
+
+AGENT_KINDS = (
+    CORE_KINDS
+    | WRAPPER_KINDS
+    | {
+        "start_failed",
+        "timeout",
+        "not_found",
+        "jupyter_not_found",
+        "bad_root_dir",
+        "sock_path_too_long",
+        "no_autostart",
+        "elsewhere",
+    }
+)
+
+BUILDER_KINDS = (
+    CORE_KINDS
+    | WRAPPER_KINDS
+    | {
         "bad_kernel",
         "venv_failed",
         "install_failed",
@@ -47,11 +247,6 @@ BUILDER_CODES: dict[str, ExitCode] = dict.fromkeys(
         "no_package",
         "no_wheel",
         "no_env",
-    ),
-    ExitCode.PROVISION,
+        "no_python",
+    }
 )
-
-
-def exit_code(codes: dict[str, ExitCode], kind: str) -> ExitCode:
-    """The exit code for ``kind``; an unknown kind is a bug in jupyter-tether."""
-    return codes.get(kind, ExitCode.INTERNAL)
