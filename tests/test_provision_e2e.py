@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from jupyter_tether import jupyter_api, provision
+from jupyter_tether.provision import builder_calls
 from jupyter_tether.sandbox import host_entry, start_sshd, stop_sshd
 from tests.conftest import (
     IS_ROOT,
@@ -238,7 +239,7 @@ def test_disk_full_fails_clearly_and_keeps_the_previous_env(
         assert res.rc == 10, res.err
         assert re.search(r"not enough disk space .*: \d+ MB free, at least \d+ MB needed", res.err)
         # 2. the disk fills up mid-install: reported as such, nothing half-built stays
-        monkeypatch.setattr(provision, "MIN_FREE_MB", 0)
+        monkeypatch.setattr(builder_calls, "MIN_FREE_MB", 0)
         res = ptether("up", prov_sshd, "--no-browser")
         assert res.rc == 10, res.err
         assert "disk is full" in res.err, res.err

@@ -11,6 +11,7 @@ import pytest
 
 from jupyter_tether import config, output, probe, provision, ssh
 from jupyter_tether.errors import ExitCode, TetherError
+from jupyter_tether.provision import builder_calls, copy, index
 from tests.helpers import toml_value
 
 UV_FILES = [
@@ -277,10 +278,10 @@ def test_unsupported_architecture_is_a_clear_error(
     def no_copy(*args: object, **kwargs: object) -> None:
         raise AssertionError("nothing may be copied to a server tether cannot serve")
 
-    monkeypatch.setattr(provision, "call", builder)
-    monkeypatch.setattr(provision, "push", no_copy)
+    monkeypatch.setattr(builder_calls, "call", builder)
+    monkeypatch.setattr(copy, "push", no_copy)
     monkeypatch.setattr(
-        provision, "index_files", lambda url, project: {f: (f"{url}/{f}", None) for f in UV_FILES}
+        index, "index_files", lambda url, project: {f: (f"{url}/{f}", None) for f in UV_FILES}
     )
     profile = _profile(tmp_path, 'packages = ["numpy"]\n')
     with pytest.raises(TetherError) as info:

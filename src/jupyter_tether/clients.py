@@ -182,38 +182,11 @@ class Agent(Program):
 
 
 class Builder(Program):
-    """``remote/builder.py``, under any python3 the server has (before any env exists)."""
+    """``remote/builder.py``, under any python3 the server has (before any env exists).
+
+    Its operations, one function each, are in ``provision/builder_calls.py``."""
 
     name = "builder"
     codes = BUILDER_CODES
     failed = "provisioning failed"
     hint = "rerun with --verbose"
-
-    def prepare(self, request: dict[str, Any], timeout: float = 300) -> protocol.PrepareAnswer:
-        return cast(protocol.PrepareAnswer, self.call("prepare", timeout, **request))
-
-    def python(self, request: dict[str, Any], timeout: float = 3600) -> protocol.PythonAnswer:
-        return cast(protocol.PythonAnswer, self.call("python", timeout, **request))
-
-    def build(self, request: dict[str, Any], timeout: float = 3600) -> protocol.BuildAnswer:
-        return cast(protocol.BuildAnswer, self.call("build", timeout, **request))
-
-    def install(self, request: dict[str, Any], timeout: float = 3600) -> protocol.InstallAnswer:
-        return cast(protocol.InstallAnswer, self.call("install", timeout, **request))
-
-    def describe(self, env: str, timeout: float = 300) -> protocol.DescribeAnswer:
-        return cast(protocol.DescribeAnswer, self.call("describe", timeout, env=env))
-
-    def doctor(self, request: dict[str, Any], timeout: float = 300) -> protocol.DoctorAnswer:
-        return cast(protocol.DoctorAnswer, self.call("doctor", timeout, **request))
-
-    def listen(self, timeout: float = 60) -> protocol.ListenAnswer:
-        return cast(protocol.ListenAnswer, self.call("listen", timeout))
-
-    def reach(
-        self, *, offline: bool | str, index_urls: list[str], timeout: float = 300
-    ) -> protocol.ReachAnswer:
-        return cast(
-            protocol.ReachAnswer,
-            self.call("reach", timeout, offline=offline, index_urls=index_urls),
-        )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import config, forward, output, probe, provision, ssh
+from jupyter_tether import config, forward, output, probe, ssh
 from jupyter_tether.commands._common import connected
 from jupyter_tether.errors import ExitCode
+from jupyter_tether.provision import builder_calls
 
 _MODULE_FIX = {
     "ssl": "HTTPS downloads and Jupyter's TLS need it: rebuild Python with OpenSSL headers",
@@ -32,14 +34,7 @@ def doctor(name: str, *, ssh_config: Path | None = None, as_json: bool = False) 
     profile = config.resolve(name)
     progress = output.Progress(quiet=True)
     with connected(profile, ssh_config, progress) as (target, found):
-        spec = provision.spec_for(profile, found)
-        request: dict[str, Any] = {
-            **provision.base_request(profile, found, spec),
-            "op": "doctor",
-        }
-        if profile.env:
-            request["python"] = profile.env.rstrip("/") + "/bin/python"
-        facts = provision.call(target, found, request, timeout=120)
+        facts = builder_calls.doctor(target, found, profile)
         checks = _checks(profile, found, facts)
         checks.append(_forwarding(target, found))
     failed = any(c.status == "fail" for c in checks)
@@ -55,7 +50,7 @@ def doctor(name: str, *, ssh_config: Path | None = None, as_json: bool = False) 
     return ExitCode.REMOTE_ENV if failed else ExitCode.OK
 
 
-def _checks(profile: config.Profile, found: probe.Probe, facts: dict[str, Any]) -> list[Check]:
+def _checks(profile: config.Profile, found: probe.Probe, facts: Mapping[str, Any]) -> list[Check]:
     checks = []
     python = facts.get("python")
     if python:
@@ -82,12 +77,13 @@ def _checks(profile: config.Profile, found: probe.Probe, facts: dict[str, Any]) 
     checks.append(_glibc(found.glibc))
     free = int(facts.get("free_mb") or 0)
     where = facts.get("data_dir", "~/.local/share/jupyter-tether")
-    if free < provision.MIN_FREE_MB:
+    need = builder_calls.MIN_FREE_MB
+    if free < need:
         checks.append(
             Check(
                 "disk",
                 "fail",
-                f"{free} MB free in {where}; an environment needs about {provision.MIN_FREE_MB} MB",
+                f"{free} MB free in {where}; an environment needs about {need} MB",
                 "free some space, or ask for more quota",
             )
         )
@@ -153,7 +149,7 @@ def _glibc(glibc: str | None) -> Check:
     return Check("glibc", "ok", glibc)
 
 
-def _module_system(profile: config.Profile, found: probe.Probe, facts: dict[str, Any]) -> Check:
+def _module_system(profile: config.Profile, found: probe.Probe, facts: Mapping[str, Any]) -> Check:
     kind = "Lmod" if found.lmod else "Environment Modules"
     if not profile.modules:
         if found.module_init:
@@ -179,7 +175,7 @@ def _module_system(profile: config.Profile, found: probe.Probe, facts: dict[str,
 
 def _forwarding(target: ssh.Target, found: probe.Probe) -> Check:
     """Forward a local port to a throwaway socket on the server and read its greeting."""
-    listener = provision.call(target, found, {"op": "listen"}, timeout=60)
+    listener = builder_calls.listen(target, found)
     port = forward.free_port()
     ssh.add_forward(target, port, listener["sock"])
     got = b""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from jupyter_tether import config, output, provision
 from jupyter_tether.commands._common import connected, env_prefix
 from jupyter_tether.errors import ExitCode, TetherError
+from jupyter_tether.provision import builder_calls
 
 
 def env(
@@ -32,7 +32,7 @@ def env(
             prefix = provision.ensure(target, profile, found, progress=progress, force=True)
         else:
             prefix = env_prefix(profile, found)
-        info: dict[str, Any] = provision.call(target, found, {"op": "describe", "env": prefix})
+        info = builder_calls.describe(target, found, prefix)
     if not info["exists"]:
         raise TetherError(
             f"{profile.ssh}: no environment for the current spec of {profile.name} yet ({prefix})",

@@ -8,6 +8,7 @@ from pathlib import Path
 from jupyter_tether import config, output, paths, provision, state
 from jupyter_tether.commands._common import connected, env_prefix
 from jupyter_tether.errors import ExitCode, TetherError
+from jupyter_tether.provision import builder_calls
 
 
 def install(
@@ -25,14 +26,11 @@ def install(
         # the running server's environment first: that is where the user wants them
         prefix = python.rsplit("/bin/", 1)[0] if python.endswith("/bin/python") else ""
         prefix = prefix or env_prefix(profile, found)
-        urls = [profile.index_url or provision.DEFAULT_INDEX, *profile.extra_index_urls]
-        reach = provision.call(
-            target, found, {"op": "reach", "offline": profile.offline, "index_urls": urls}
-        )
+        reach = builder_calls.reach(target, found, profile)
         if not reach["uv"]:
             with progress.phase("uv", f"copy uv {provision.UV_VERSION} to the server"):
                 provision.install_uv(target, found, profile.index_url, progress)
-        offline = provision.go_offline(profile, reach)
+        offline = builder_calls.go_offline(profile, reach)
         spec = provision.Spec(
             interpreter="",
             python_request=None,
@@ -44,7 +42,7 @@ def install(
             left_out=provision.left_out([*profile.packages, *packages]),
         )
         if offline:
-            described = provision.call(target, found, {"op": "describe", "env": prefix})
+            described = builder_calls.describe(target, found, prefix)
             if not described["exists"]:
                 raise TetherError(
                     f"{profile.ssh}: no environment at {prefix}",
@@ -52,20 +50,15 @@ def install(
                     code=ExitCode.NOT_FOUND,
                 )
             with progress.phase("wheels", "download for the server's platform"):
-                wheels = provision.download_wheels(spec, found, described["python"], progress)
+                wheels = provision.download_wheels(
+                    spec, found, str(described.get("python")), progress
+                )
             with progress.phase("copy", "wheels the server lacks"):
                 provision.push_wheels(target, wheels, reach["wheels"], progress)
-        request = {
-            **provision.base_request(profile, found, spec),
-            "op": "install",
-            "env": prefix,
-            "requirements": list(packages),
-            "import_names": spec.import_names,
-            "offline": offline,
-            "min_free_mb": 50,
-        }
         with progress.phase("install", " ".join(packages)):
-            answer = provision.call(target, found, request, timeout=3600)
+            answer = builder_calls.install(
+                target, found, profile, spec, env=prefix, offline=offline
+            )
     for line in answer.get("uv_lines", []):
         progress.say(f"  {line}")
     if rec is not None:
