@@ -126,6 +126,28 @@ def _profile_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nice", type=int, choices=range(20), metavar="0-19")
     g.add_argument("--transport", choices=("auto", "socket", "tcp"))
     g.add_argument("--timeout", type=float, dest="startup_timeout", metavar="SECONDS")
+    g = p.add_argument_group("batch job (README: Clusters); any of these means --scheduler slurm")
+    g.add_argument("--scheduler", choices=("slurm",), help="run Jupyter as a batch job")
+    for flag, what in (
+        ("partition", "NAME"),
+        ("time", "LIMIT"),
+        ("mem", "SIZE"),
+        ("gpus", "N"),
+        ("gres", "SPEC"),
+        ("account", "NAME"),
+        ("qos", "NAME"),
+        ("constraint", "FEATURES"),
+        ("cluster", "NAME"),
+    ):
+        g.add_argument(f"--{flag}", dest=f"job_{flag}", metavar=what)
+    g.add_argument("--cpus", type=int, dest="job_cpus", metavar="N")
+    g.add_argument(
+        "--sbatch-arg",
+        action="append",
+        dest="job_sbatch_args",
+        metavar="ARG",
+        help="one more sbatch argument, as it is (repeatable)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,6 +159,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "nice": args.nice,
         "transport": args.transport,
         "startup_timeout": args.startup_timeout,
+        "scheduler": args.scheduler,
+        "slurm": {
+            key[len("job_") :]: value for key, value in vars(args).items() if key.startswith("job_")
+        },
     }
 
 

@@ -40,6 +40,7 @@ AGENT_CODES: dict[str, ExitCode] = {
     "sock_path_too_long": ExitCode.REMOTE_ENV,
     "no_autostart": ExitCode.REMOTE_ENV,
     "elsewhere": ExitCode.REMOTE_ENV,
+    "jupyter_too_old": ExitCode.REMOTE_ENV,
 }
 # Every builder failure is a provisioning failure (exit 10), whatever its kind.
 BUILDER_CODES: dict[str, ExitCode] = dict.fromkeys(protocol.BUILDER_KINDS, ExitCode.PROVISION)
@@ -179,6 +180,41 @@ class Agent(Program):
         if enable:
             fields["agent_code"] = assemble.bundle("agent")
         return cast(protocol.AutostartAnswer, self.call("autostart", timeout, **fields))
+
+    def job_submit(self, request: dict[str, Any], timeout: float = 120) -> protocol.JobSubmitAnswer:
+        """A fresh session directory, then the submit command with job.sh on its stdin."""
+        return cast(protocol.JobSubmitAnswer, self.call("job_submit", timeout, **request))
+
+    def job_status(
+        self,
+        name: str,
+        *,
+        status_argv: list[str] | None,
+        path: str | None,
+        output_lines: int = 0,
+        timeout: float = 60,
+    ) -> protocol.JobStatusAnswer:
+        return cast(
+            protocol.JobStatusAnswer,
+            self.call(
+                "job_status",
+                timeout,
+                name=name,
+                status_argv=status_argv,
+                path=path,
+                output_lines=output_lines,
+            ),
+        )
+
+    def job_cancel(
+        self, name: str, *, cancel_argv: list[str] | None, path: str | None, forget: bool
+    ) -> protocol.JobCancelAnswer:
+        return cast(
+            protocol.JobCancelAnswer,
+            self.call(
+                "job_cancel", 90, name=name, cancel_argv=cancel_argv, path=path, forget=forget
+            ),
+        )
 
 
 class Builder(Program):

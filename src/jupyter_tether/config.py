@@ -16,6 +16,7 @@ from typing import Any
 
 from jupyter_tether import paths
 from jupyter_tether.errors import ExitCode, TetherError
+from jupyter_tether.schedulers import JobSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,6 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 APPS = ("lab", "notebook")
 TRANSPORTS = ("auto", "socket", "tcp")
+SCHEDULERS = ("slurm",)
 # What a managed environment gets when the profile names no `jupyter`: jupyter_server
 # >= 2.21 fixes a token leak through Referer on 5xx pages (shared notes: jupyter-server).
 DEFAULT_JUPYTER = ("jupyterlab", "jupyter_server>=2.21")
@@ -56,6 +58,8 @@ class Profile:
     offline: bool | str = "auto"
     kernels: tuple[str, ...] = ()
     build_from_source: bool = False
+    scheduler: str | None = None  # run as a batch job of this scheduler (README: Clusters)
+    job: JobSpec | None = None  # what to ask the scheduler for, with `scheduler`
     provision: bool = False  # a managed environment was asked for (any PROVISION_KEYS)
     source: str = "defaults"  # where the profile came from, for `tether config`
 
@@ -89,7 +93,26 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "offline": ((str, bool), 'true, false or "auto"'),
     "kernels": ((list,), "a list of strings (environments on the server with ipykernel)"),
     "build_from_source": ((bool,), "true or false"),
+    "scheduler": ((str,), 'one of "slurm"'),
+    "slurm": ((dict,), "a table of job settings ([hosts.NAME.slurm])"),
 }
+# [hosts.NAME.slurm]: key -> (types, description); names follow sbatch's options.
+_SLURM_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "partition": ((str,), "a partition name"),
+    "time": ((str, int), 'a time limit: minutes, or "D-HH:MM:SS", "HH:MM:SS", "MM:SS"'),
+    "cpus": ((int,), "a number of CPUs (1 or more)"),
+    "mem": ((str,), 'an amount of memory ("4G", "500M")'),
+    "gpus": ((str, int), 'a number of GPUs, or "type:count"'),
+    "gres": ((str,), 'a generic resource ("gpu:a100:1")'),
+    "account": ((str,), "an account name"),
+    "qos": ((str,), "a QOS name"),
+    "constraint": ((str,), "a node feature expression"),
+    "cluster": ((str,), "a cluster name (sbatch -M)"),
+    "sbatch_args": ((list,), "a list of strings, passed to sbatch as they are"),
+    "warn_minutes": ((int,), "minutes before the end to warn (and signal the job)"),
+}
+_TIME_RE = re.compile(r"^(\d+|\d+-\d{1,2}(:\d{2}(:\d{2})?)?|(\d+:)?\d{1,2}:\d{2})$")
+_WORD_RE = re.compile(r"^[A-Za-z0-9_.:,=+/@%-]+$")
 _STR_LISTS = ("modules", "packages", "extra_index_urls", "kernels")
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -174,8 +197,46 @@ def _check_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
         ok = 1024 <= value <= 65535
     if ok and key == "startup_timeout":
         ok = 0 < value <= 3600
+    if ok and key == "scheduler":
+        ok = value in SCHEDULERS
     if not ok:
         _fail(path, text, key, table, f"[{table}] {key} = {value!r}: must be {desc}", None)
+    if key == "slurm":
+        for sub, sub_value in value.items():
+            _check_slurm_key(path, text, f"{table}.slurm", sub, sub_value)
+
+
+def _check_slurm_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
+    if key not in _SLURM_KEYS:
+        _fail(
+            path,
+            text,
+            key,
+            table,
+            f"unknown key {key!r} in [{table}]",
+            f"known keys: {', '.join(_SLURM_KEYS)}",
+        )
+    types, desc = _SLURM_KEYS[key]
+    if not slurm_value_ok(key, value, types):
+        _fail(path, text, key, table, f"[{table}] {key} = {value!r}: must be {desc}", None)
+
+
+def slurm_value_ok(key: str, value: Any, types: tuple[type, ...] | None = None) -> bool:
+    """Whether ``value`` is a usable ``[hosts.NAME.slurm]`` ``key`` (also for flags)."""
+    types = types or _SLURM_KEYS[key][0]
+    if isinstance(value, bool) or not isinstance(value, types):
+        return False
+    v: Any = value  # narrowed to `object` by the isinstance with a tuple of types
+    if key == "sbatch_args":
+        return all(isinstance(a, str) and a for a in v)
+    if key in ("cpus", "warn_minutes"):
+        return int(v) >= 1
+    if key == "time":
+        return bool(_TIME_RE.match(str(v)))
+    if key == "gpus" and isinstance(v, int):
+        return v >= 1
+    # Everything else becomes one sbatch option value: no spaces or shell characters.
+    return bool(_WORD_RE.match(str(v)))
 
 
 def _as_list(value: str | list[str]) -> list[str]:
@@ -241,9 +302,22 @@ def resolve(
     if name in hosts:
         merged.update(hosts[name])
         source = f"{path} [hosts.{name}]"
+    slurm: dict[str, Any] = dict(merged.get("slurm", {}))
     for key, value in (overrides or {}).items():
-        if value is not None:
+        if key == "slurm":
+            slurm.update({k: v for k, v in value.items() if v is not None})
+        elif value is not None:
             merged[key] = value
+    for key, value in slurm.items():
+        if not slurm_value_ok(key, value):
+            raise TetherError(
+                f"--{key.replace('_', '-')} {value!r}: must be {_SLURM_KEYS[key][1]}",
+                code=ExitCode.USAGE,
+            )
+    scheduler = merged.get("scheduler") or None
+    job_flags = any(v is not None for v in (overrides or {}).get("slurm", {}).values())
+    if scheduler is None and job_flags:
+        scheduler = "slurm"  # job flags on the command line mean "as a job"
     return Profile(
         name=name,
         ssh=merged.get("ssh", name),
@@ -265,8 +339,29 @@ def resolve(
         offline=merged.get("offline", "auto"),
         kernels=tuple(merged.get("kernels", ())),
         build_from_source=bool(merged.get("build_from_source", False)),
+        scheduler=scheduler,
+        job=_job(name, slurm) if scheduler else None,
         provision=any(key in merged for key in PROVISION_KEYS),
         source=source,
+    )
+
+
+def _job(name: str, table: Mapping[str, Any]) -> JobSpec:
+    gpus = table.get("gpus")
+    return JobSpec(
+        name=f"tether-{name}",
+        partition=table.get("partition"),
+        time=str(table["time"]) if "time" in table else None,
+        cpus=table.get("cpus"),
+        mem=table.get("mem"),
+        gpus=str(gpus) if gpus is not None else None,
+        gres=table.get("gres"),
+        account=table.get("account"),
+        qos=table.get("qos"),
+        constraint=table.get("constraint"),
+        cluster=table.get("cluster"),
+        extra_args=tuple(table.get("sbatch_args", ())),
+        warn_seconds=60 * int(table.get("warn_minutes", 15)),
     )
 
 

@@ -29,6 +29,7 @@ class Record:
     rundir: str | None = None  # the server's private run directory
     launcher: str | None = None  # tmux, screen or setsid
     installed: tuple[str, ...] = ()  # packages `tether install` added
+    job: dict[str, str | None] | None = None  # a batch job's id, node... (batch.Job)
 
     @property
     def base_url(self) -> str:

@@ -13,6 +13,12 @@ moment, so the cap is half a second):
   every process killed) the supervisor revives it with the same token and socket;
 * the forward is re-added on the same local port, so open browser tabs keep working.
 
+For a server run as a batch job (``batch.py``) the forward goes through the bridge into
+the job, rebuilt the same way; instead of reviving, the supervisor asks the scheduler:
+a job that has ended is reported as such (and never resubmitted behind the user's back),
+and 15 and 5 minutes before the time limit a warning goes to the desktop (notify-send,
+osascript) and to the log.
+
 Exactly one supervisor runs per server (a lock file held for its lifetime).  Its state
 (connected / reconnecting since T / failed: reason) is in ``supervisors/NAME.json`` for
 ``tether ls``, and its log in ``supervisors/NAME.log`` for ``tether logs --tunnel``.
@@ -25,6 +31,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +40,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import jupyter_api, paths, ssh, state
+from jupyter_tether import batch, jupyter_api, paths, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.errors import TetherError
 from jupyter_tether.remote import protocol
@@ -48,6 +55,8 @@ CHECK_TIMEOUT = 2.0  # a /api/status slower than this counts as "no answer"
 DEAD_AFTER = 2  # consecutive timeouts before the link is declared dead
 REVIVES = (3, 600.0)  # at most 3 revivals of a dead server per 10 minutes
 GIVE_UP = 24 * 3600.0  # a supervisor failing for a whole day stops
+JOB_EVERY = 30.0  # seconds between two looks at a batch job's time left
+WARN_BEFORE = (900, 300)  # seconds before a job's end when the user is warned
 
 
 def _dir() -> Path:
@@ -151,6 +160,9 @@ class _Supervisor:
         }
         self.revived: deque[float] = deque()
         self.timeouts = 0
+        self.job_checked = 0.0
+        self.warned: set[int] = set()
+        self.job_ended = False
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -201,7 +213,15 @@ class _Supervisor:
                 else:
                     self.status["checked"] = time.time()
                 backoff, failing_since, self.timeouts = BACKOFF_MIN, None, 0
+                if rec.job and time.monotonic() - self.job_checked > JOB_EVERY:
+                    with contextlib.suppress(TetherError):
+                        self.watch_job(rec)
                 self.sleep(INTERVAL)
+                continue
+            if self.job_ended:
+                self.sleep(JOB_EVERY)  # nothing to repair: wait for `up` or `down`
+                with contextlib.suppress(TetherError):
+                    self.job_side(rec)
                 continue
             failing_since = failing_since or time.monotonic()
             if time.monotonic() - failing_since > GIVE_UP:
@@ -216,26 +236,39 @@ class _Supervisor:
             backoff = min(backoff * 2, BACKOFF_MAX)
         return 0
 
-    def repair(self, rec: state.Record, result: str) -> None:
-        target = dataclasses.replace(
+    def login(self, rec: state.Record) -> ssh.Target:
+        return dataclasses.replace(
             ssh.make_target(rec.ssh, config_file=Path(rec.ssh_config) if rec.ssh_config else None),
             connect_timeout=5,
         )
+
+    def repair(self, rec: state.Record, result: str) -> None:
+        target = self.login(rec)
+        # The forward goes through the bridge into a batch job, or straight to the server.
+        via = batch.saved_bridge(rec.name, target) if rec.job else target
         if self.status["state"] == "connected":
             self.set("reconnecting", "the server stopped answering")
         if result == "timeout":
             self.timeouts += 1
             if self.timeouts < DEAD_AFTER:
                 return  # one slow answer is not a dead link yet
-            if ssh.master_alive(target):
+            if ssh.master_alive(via) or ssh.master_alive(target):
                 # No answer at all: the link is dead, even if ServerAlive hasn't said so.
                 self.say("no answer through the link; dropping the ssh connection")
+                ssh.exit_master(via)
                 ssh.exit_master(target)
         if not ssh.master_alive(target):
             ssh.ensure_master(target, batch=True)
             self.say("ssh connection re-established")
+        if via is not target and not ssh.master_alive(via):
+            try:
+                ssh.ensure_master(via, batch=True)
+            except TetherError:
+                self.job_side(rec)  # the job may have ended: say so rather than retry
+                raise
+            self.say("bridge into the job re-established")
         self.timeouts = 0
-        res = ssh.add_forward(target, rec.local_port, rec.remote)
+        res = ssh.add_forward(via, rec.local_port, rec.remote)
         if not res.ok:
             raise TetherError(
                 f"cannot forward 127.0.0.1:{rec.local_port} again: "
@@ -243,7 +276,50 @@ class _Supervisor:
             )
         if self.check(rec) == "ok":
             return
-        self.server_side(target, rec)
+        if rec.job:
+            self.job_side(rec)
+        else:
+            self.server_side(target, rec)
+
+    def job_side(self, rec: state.Record) -> None:
+        """Ask the scheduler about the job: ended (say how, once), or not (keep trying)."""
+        assert rec.job is not None
+        job = batch.Job.from_dict(rec.job)
+        agent = Agent(self.login(rec), rec.python)
+        status, answer = batch.look_at(
+            agent, rec.name, job, job.path, output_lines=batch.OUTPUT_LINES
+        )
+        self.status.update(job_state=status.state, time_left=status.time_left)
+        if status.state == "done":
+            ended = answer.get("ended")
+            how = batch.ending(answer) or (ended["how"] if ended else "it left the queue")
+            self.job_ended = True
+            self.set(
+                "failed", f"job {job.id} has ended: {how}; `tether up {rec.name}` submits a new one"
+            )
+        elif status.state == "unknown":
+            self.set("reconnecting", f"the scheduler does not answer ({status.reason})")
+        else:
+            self.job_ended = False
+            self.set("reconnecting", f"job {job.id} is {status.state}; rebuilding the link")
+
+    def watch_job(self, rec: state.Record) -> None:
+        """Time left, and the warnings before the end."""
+        assert rec.job is not None
+        self.job_checked = time.monotonic()
+        job = batch.Job.from_dict(rec.job)
+        status, answer = batch.look_at(Agent(self.login(rec), rec.python), rec.name, job, job.path)
+        self.status.update(job_state=status.state, time_left=status.time_left)
+        paths.write_private(status_path(self.name), json.dumps(self.status))
+        left = status.time_left
+        due = [w for w in WARN_BEFORE if left is not None and left <= w and w not in self.warned]
+        if due or (answer.get("warned") and WARN_BEFORE[0] not in self.warned):
+            self.warned.update(w for w in WARN_BEFORE if left is None or left <= w)
+            self.warned.add(WARN_BEFORE[0])
+            minutes = max(1, round((left or 0) / 60))
+            text = f"job {job.id} of {rec.name} ends in about {minutes} min: save your work"
+            self.say(text)
+            notify("jupyter-tether", text)
 
     def server_side(self, target: ssh.Target, rec: state.Record) -> None:
         """The link works but Jupyter does not answer: ask the server what happened."""
@@ -280,6 +356,21 @@ class _Supervisor:
         remote = str(revived.get("sock") or f"127.0.0.1:{revived.get('port')}")
         if remote != rec.remote or revived.get("pid") != rec.pid:
             state.save(state.Record(**{**rec.__dict__, "remote": remote, "pid": revived["pid"]}))
+
+
+def notify(title: str, text: str) -> bool:
+    """A desktop notification where the workstation has a way to show one."""
+    if shutil.which("notify-send"):
+        argv = ["notify-send", "-a", "jupyter-tether", title, text]
+    elif sys.platform == "darwin" and shutil.which("osascript"):
+        script = f"display notification {json.dumps(text)} with title {json.dumps(title)}"
+        argv = ["osascript", "-e", script]
+    else:
+        return False
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+        return done.returncode == 0
+    return False
 
 
 def main(argv: list[str]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_tether import output, probe, ssh, state, supervisor
+from jupyter_tether import batch, output, probe, ssh, state, supervisor
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import release_master, target_for
 from jupyter_tether.config import check_name, resolve
@@ -33,6 +33,8 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> 
         python = ""
     with progress.phase("connect", target.destination):
         ssh.ensure_master(target)
+    if rec is not None and rec.job:
+        return _down_job(rec, target, progress)
     if not python:
         found = probe.probe(target)
         mine = [s for s in found.servers if s.get("name") == name]
@@ -55,4 +57,25 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> 
     release_master(target)
     how = answer.get("how")
     progress.say(f"stopped {name}" + (f" ({how})" if how and answer.get("stopped") else ""))
+    return ExitCode.OK
+
+
+def _down_job(rec: state.Record, target: ssh.Target, progress: output.Progress) -> int:
+    """Cancel the batch job, remove its session on both sides, drop the bridge."""
+    assert rec.job is not None
+    job = batch.Job.from_dict(rec.job)
+    bridge = batch.saved_bridge(rec.name, target)
+    ssh.cancel_forward(bridge, rec.local_port, rec.remote)
+    ssh.exit_master(bridge)
+    with progress.phase("cancel", f"job {job.id}"):
+        Agent(target, rec.python).job_cancel(
+            rec.name,
+            cancel_argv=batch.scheduler(job.scheduler).cancel_argv(job.id, job.cluster),
+            path=job.path,
+            forget=True,
+        )
+    batch.forget(rec.name)
+    state.remove(rec.name)
+    release_master(target)
+    progress.say(f"stopped {rec.name} (cancelled job {job.id})")
     return ExitCode.OK

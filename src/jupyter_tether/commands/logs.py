@@ -32,6 +32,8 @@ def logs(
     )
     ssh.ensure_master(target)
     log = f"{remote.STATE_EXPR}/logs/{shlex.quote(name + '.log')}"
+    if rec is not None and rec.job:  # a batch job: its output, in the session directory
+        log = f"{remote.STATE_EXPR}/jobs/{shlex.quote(name)}/output.log"
     script = (
         f"[ -r {log} ] || exit {_MISSING}\n"
         f"exec tail -n {int(lines)} {'-F' if follow else ''} {log}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jupyter_tether import jupyter_api, output, ssh, state, supervisor
+from jupyter_tether import batch, jupyter_api, output, ssh, state, supervisor
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import target_for
 from jupyter_tether.errors import TetherError
@@ -53,9 +53,19 @@ def _row(rec: state.Record) -> dict[str, Any]:
         "tunnel": _tunnel(rec.name),
     }
     api = jupyter_api.status(rec.local_port, rec.token, timeout=3)
+    if rec.job:
+        row["job"] = _job(rec)
     if api is not None:
         row["forwarded"] = True
         row["state"] = "running"
+    elif rec.job:
+        job = row["job"]
+        row["state"] = "disconnected" if job["state"] in ("running", "pending") else job["state"]
+        if job.get("ending"):
+            row["state"] += f" ({job['ending']})"
+        row["detail"] = job.get("detail")
+        if job.get("output"):
+            row["log_tail"] = job["output"]
     else:
         try:
             target = target_for(rec)
@@ -89,6 +99,42 @@ def _row(rec: state.Record) -> dict[str, Any]:
     return row
 
 
+def _job(rec: state.Record) -> dict[str, Any]:
+    """The batch job behind ``rec``: the scheduler's word when the login node answers,
+    else the supervisor's last one."""
+    assert rec.job is not None
+    job = batch.Job.from_dict(rec.job)
+    out: dict[str, Any] = {
+        "id": job.id,
+        "node": job.node,
+        "cluster": job.cluster,
+        "scheduler": job.scheduler,
+        "state": "unknown",
+        "time_left": None,
+    }
+    last = supervisor.read_status(rec.name) or {}
+    out["state"] = last.get("job_state") or out["state"]
+    out["time_left"] = last.get("time_left")
+    try:
+        target = target_for(rec)
+        if not ssh.master_alive(target):
+            return out
+        status, answer = batch.look_at(
+            Agent(target, rec.python), rec.name, job, job.path, output_lines=batch.OUTPUT_LINES
+        )
+    except TetherError as exc:
+        out["detail"] = exc.message
+        return out
+    out.update(state=status.state, time_left=status.time_left, node=status.node or job.node)
+    if status.state == "unknown":
+        out["detail"] = status.reason
+    if status.state == "done":
+        ended = answer.get("ended")
+        out["ending"] = batch.ending(answer) or (ended["how"] if ended else None)
+        out["output"] = (answer.get("output") or "").strip() or None
+    return out
+
+
 def _tunnel(name: str) -> dict[str, Any]:
     """The supervisor's view: connected / reconnecting since T / failed: reason."""
     st = supervisor.read_status(name)
@@ -109,14 +155,20 @@ def _text(row: dict[str, Any]) -> dict[str, str]:
     return {
         "name": row["name"],
         "host": row["host"],
-        "state": row["state"],
+        "state": row["state"] + _left(row.get("job")),
         "tunnel": _tunnel_text(row["tunnel"]),
-        "pid": str(row["pid"]),
+        "pid": str(row["pid"]) + (f" (job {row['job']['id']})" if row.get("job") else ""),
         "uptime": output.ago(row["uptime"]) if row["uptime"] is not None else "-",
         "kernels": "-" if row["kernels"] is None else str(row["kernels"]),
         "activity": _activity(row["last_activity"]),
         "url": row["url"],
     }
+
+
+def _left(job: dict[str, Any] | None) -> str:
+    if not job or job.get("time_left") is None:
+        return ""
+    return f", {output.ago(float(job['time_left']))} left"
 
 
 def _activity(stamp: str | None) -> str:

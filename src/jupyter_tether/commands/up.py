@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_tether import (
+    batch,
     config,
     forward,
     jupyter_api,
@@ -70,34 +71,43 @@ def _up(
     with progress.phase("connect", profile.ssh):
         started_master = ssh.ensure_master(target)
     launched = False  # this command may have started a server that no record names yet
+    job: batch.Job | None = None
+    forward_target = target
     try:
         with progress.phase("probe"):
             found = probe.probe(target)
         if autostart:
             _refuse_autostart_on_clusters(profile, found)  # before anything is built or started
+        if found.scheduler and not profile.scheduler:
+            _say_cluster_once(profile, found, progress)
         profile = provision.apply(target, profile, found, progress=progress)
         python = launch.agent_python(profile, found)
-        transport = "socket"
-        if profile.transport == "tcp" or (
-            profile.transport == "auto" and state.host_fact(profile.ssh, "streamlocal") is False
-        ):
-            transport = "tcp"
-        with progress.phase("start", f"jupyter {profile.app} on {found.hostname}"):
-            launched = previous is None
-            server = launch.start(target, profile, found, python=python, transport=transport)
-        launched = launched and not server.get("reused")
-        if server.get("reused"):
-            progress.say(f"  reusing the running server (pid {server['pid']})")
-        elif server["transport"] == "tcp" and transport == "socket":
-            progress.say("  this Jupyter is too old for a Unix socket: using TCP on 127.0.0.1")
-        local_port, server = _forward_and_check(
-            target, profile, found, server, python=python, port=port, progress=progress
-        )
+        if profile.scheduler:
+            started = batch.start(target, profile, found, python=python, progress=progress)
+            job, forward_target, server = started.job, started.target, started.server
+            launched = started.submitted
+            local_port, server = _forward_and_check(
+                forward_target,
+                profile,
+                found,
+                server,
+                python=python,
+                port=port,
+                progress=progress,
+            )
+        else:
+            local_port, server, launched = _start_server(
+                target, profile, found, previous, python=python, port=port, progress=progress
+            )
     except BaseException:
         # Leave nothing behind that this command created: an interrupted or failed `up`
         # leaves the old state or the new one, never a server without a record.
-        if launched:
+        if launched and job is not None:
+            _cancel_job(target, profile, found, job, python)
+        elif launched:
             _take_down(target, profile.name, python)
+        if forward_target is not target:
+            ssh.exit_master(forward_target)
         # A master nobody uses goes too.
         if started_master:
             release_master(target)
@@ -117,7 +127,73 @@ def _up(
         python=python,
         rundir=server.get("rundir"),
         launcher=server.get("launcher"),
+        job=job.as_dict() if job else None,
     )
+    return _finish(
+        rec,
+        profile,
+        found,
+        target,
+        server,
+        python=python,
+        autostart=autostart,
+        browser=browser,
+        as_json=as_json,
+        progress=progress,
+    )
+
+
+def _start_server(
+    target: ssh.Target,
+    profile: config.Profile,
+    found: probe.Probe,
+    previous: state.Record | None,
+    *,
+    python: str,
+    port: int | None,
+    progress: output.Progress,
+) -> tuple[int, protocol.UpAnswer, bool]:
+    """Jupyter on the server itself; the local port, its answer, and whether it is new."""
+    launched = False
+    try:
+        transport = "socket"
+        if profile.transport == "tcp" or (
+            profile.transport == "auto" and state.host_fact(profile.ssh, "streamlocal") is False
+        ):
+            transport = "tcp"
+        with progress.phase("start", f"jupyter {profile.app} on {found.hostname}"):
+            launched = previous is None
+            server = launch.start(target, profile, found, python=python, transport=transport)
+        launched = launched and not server.get("reused")
+        if server.get("reused"):
+            progress.say(f"  reusing the running server (pid {server['pid']})")
+        elif server["transport"] == "tcp" and transport == "socket":
+            progress.say("  this Jupyter is too old for a Unix socket: using TCP on 127.0.0.1")
+        local_port, server = _forward_and_check(
+            target, profile, found, server, python=python, port=port, progress=progress
+        )
+    except BaseException:
+        if launched:
+            _take_down(target, profile.name, python)
+        raise
+    return local_port, server, launched
+
+
+def _finish(
+    rec: state.Record,
+    profile: config.Profile,
+    found: probe.Probe,
+    target: ssh.Target,
+    server: protocol.UpAnswer,
+    *,
+    python: str,
+    autostart: bool,
+    browser: bool,
+    as_json: bool,
+    progress: output.Progress,
+) -> int:
+    """Record the server, hand it to the supervisor, and tell the user."""
+    local_port = rec.local_port
     state.save(rec)
     # From here on the supervisor owns the forward: it re-creates it on this port after
     # a network drop, and brings the server back if it is gone.
@@ -143,6 +219,7 @@ def _up(
                 "bytes_copied": progress.bytes_copied,
                 "supervisor": supervisor_pid,
                 "autostart": hook,
+                "job": rec.job,
             }
         )
     else:
@@ -150,6 +227,30 @@ def _up(
     if browser:
         webbrowser.open(rec.url)
     return ExitCode.OK
+
+
+def _say_cluster_once(
+    profile: config.Profile, found: probe.Probe, progress: output.Progress
+) -> None:
+    """A login node of a cluster, used as a plain server: say once how to use the nodes."""
+    if state.host_fact(profile.ssh, "told_cluster"):
+        return
+    state.set_host_fact(profile.ssh, "told_cluster", True)
+    progress.say(
+        f"  note: {found.hostname} is a {found.scheduler} login node; to run on a compute "
+        f'node, set scheduler = "{found.scheduler}" in [hosts.{profile.name}] or pass '
+        "--scheduler (README: Clusters)"
+    )
+
+
+def _cancel_job(
+    target: ssh.Target, profile: config.Profile, found: probe.Probe, job: batch.Job, python: str
+) -> None:
+    """Best effort: cancel a job this command submitted, and forget its session."""
+    try:
+        batch.cancel(Agent(target, python), profile, found, job, forget=True)
+    except (TetherError, OSError):
+        pass
 
 
 def _take_down(target: ssh.Target, name: str, python: str) -> None:
@@ -208,7 +309,7 @@ def _forward_and_check(
         status, problem = jupyter_api.wait_status(local_port, server["token"], seconds=6)
     if status is not None:
         return local_port, server
-    if server["transport"] == "socket" and profile.transport == "auto":
+    if server["transport"] == "socket" and profile.transport == "auto" and not profile.scheduler:
         state.set_host_fact(profile.ssh, "streamlocal", False)
         # The server answers on its socket (the agent checked) but not through the
         # forward: sshd forbids stream-local forwarding. Restart it on TCP 127.0.0.1.

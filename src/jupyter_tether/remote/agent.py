@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from . import autostart, core, launching, servers
+from . import autostart, core, jobs, launching, servers
 
 OPS: Dict[str, core.Op] = {
     "up": launching.op_up,
@@ -20,6 +20,9 @@ OPS: Dict[str, core.Op] = {
     "logs": servers.op_logs,
     "revive": launching.op_revive,
     "autostart": autostart.op_autostart,
+    "job_submit": jobs.op_job_submit,
+    "job_status": jobs.op_job_status,
+    "job_cancel": jobs.op_job_cancel,
 }
 
 

@@ -15,6 +15,14 @@ The server-side layout, defined here once:
     servers/NAME/launch.env, run.sh        how to start it again (no secrets)
     locks/NAME.lock                        one `up`/`down` at a time per server
     logs/NAME.log                    0600  the server's output
+    jobs/NAME/                       0700  a server run as a batch job (the session dir):
+        jupyter_config.json          0600  the token, as Jupyter config
+        job.env                            settings and argv for job.sh (no secrets)
+        job.json                           the job id and how it was submitted
+        ready.json                         written by the job: node, socket, pid
+        warned, ended.json                 written by the job: the end is near, it ended
+        output.log                         the job's output (sbatch --output)
+        bridge_host_key, bridge_keys       the per-job sshd of the stdio bridge
 
 ``$XDG_DATA_HOME`` (or ``~/.local/share``)/jupyter-tether/, the builder's:
     bin/uv                       uv, copied from the workstation (never downloaded here)
@@ -104,6 +112,28 @@ class Paths:
         self.request = os.path.join(self.server, "request.json")
         self.lock = os.path.join(self.root, "locks", name + ".lock")
         self.log = os.path.join(self.root, "logs", name + ".log")
+
+
+class JobPaths:
+    """The session directory of the server ``name`` run as a batch job.
+
+    It lives on the login node's (shared) home, so every login node and the job's
+    compute node see the same files.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.session = os.path.join(state_root(), "jobs", name)
+        self.config = os.path.join(self.session, "jupyter_config.json")
+        self.job_env = os.path.join(self.session, "job.env")
+        self.job = os.path.join(self.session, "job.json")
+        self.ready = os.path.join(self.session, "ready.json")
+        self.ended = os.path.join(self.session, "ended.json")
+        self.warned = os.path.join(self.session, "warned")
+        self.output = os.path.join(self.session, "output.log")
+        self.host_key = os.path.join(self.session, "bridge_host_key")
+        self.bridge_keys = os.path.join(self.session, "bridge_keys")
+        self.lock = os.path.join(state_root(), "locks", "job-" + name + ".lock")
 
 
 # --- files ----------------------------------------------------------------------------

@@ -106,13 +106,14 @@ def find_jupyter(req: Json) -> Tuple[str, str]:
     return found, login_path
 
 
-def plan_launch(
-    req: Json, p: Paths, rundir: str, versions: Optional[Json] = None
+def plan_jupyter(
+    req: Json, config_path: str, versions: Optional[Json] = None
 ) -> Tuple[List[str], Json, Json]:
-    """argv, Jupyter config and facts for one launch. Raises RemoteError when impossible.
+    """argv (without where to listen), Jupyter config and facts for the Jupyter ``req``
+    asks for. Raises RemoteError when it cannot run.
 
     ``versions`` (of jupyter_server, notebook, ...) are asked of the environment unless
-    given.
+    given. ``facts["sock_ok"]`` says whether this Jupyter can listen on a Unix socket.
     """
     jupyter, login_path = find_jupyter(req)
     app = req.get("app") or "lab"
@@ -137,9 +138,6 @@ def plan_launch(
     else:
         sock_ok = server_v >= (1, 9)
         section = "IdentityProvider" if server_v >= (2,) else "ServerApp"
-    transport = req.get("transport") or "socket"
-    if transport == "socket" and not sock_ok:
-        transport = "tcp"  # too old for --sock: fall back, and say so
     config: Json = {section: {"token": req["token"]}}
     root_dir = os.path.expanduser(req.get("root_dir") or "~")
     if not os.path.isdir(root_dir):
@@ -153,11 +151,32 @@ def plan_launch(
         jupyter,
         app,
         "--no-browser",
-        "--config=" + p.config,
+        "--config=" + config_path,
         "--KernelManager.transport=ipc",
         "--%s.%s=%s" % (app_section, "notebook_dir" if classic else "root_dir", root_dir),
     ]
-    facts: Json = {"transport": transport, "versions": versions, "jupyter": jupyter}
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # containers where the only account is root
+    facts: Json = {
+        "versions": versions,
+        "jupyter": jupyter,
+        "path": login_path,
+        "sock_ok": sock_ok,
+        "app_section": app_section,
+    }
+    return argv, config, facts
+
+
+def plan_launch(
+    req: Json, p: Paths, rundir: str, versions: Optional[Json] = None
+) -> Tuple[List[str], Json, Json]:
+    """argv, Jupyter config and facts for one launch in ``rundir``: on a Unix socket
+    there, or on TCP 127.0.0.1 when asked or when this Jupyter is too old for one."""
+    argv, config, facts = plan_jupyter(req, p.config, versions)
+    transport = req.get("transport") or "socket"
+    if transport == "socket" and not facts["sock_ok"]:
+        transport = "tcp"  # too old for --sock: fall back, and say so
+    facts["transport"] = transport
     if transport == "socket":
         sock = os.path.join(rundir, "jupyter.sock")
         if len(sock.encode()) > SOCK_MAX:
@@ -170,11 +189,9 @@ def plan_launch(
         facts["sock"] = sock
     else:
         port = free_port()
-        argv += ["--ip=127.0.0.1", "--port=%d" % port, "--%s.port_retries=50" % app_section]
+        section = facts["app_section"]
+        argv += ["--ip=127.0.0.1", "--port=%d" % port, "--%s.port_retries=50" % section]
         facts["port_requested"] = port
-    if os.geteuid() == 0:
-        argv.append("--allow-root")  # containers where the only account is root
-    facts["path"] = login_path
     return argv, config, facts
 
 

@@ -119,6 +119,69 @@ class AutostartAnswer(_AutostartAnswer, total=False):
     removed: List[str]
 
 
+class Ran(TypedDict):
+    """A scheduler command the agent ran for the workstation, as it answered."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class _JobSubmitAnswer(Ran):
+    session: str
+    versions: Dict[str, str]
+
+
+class JobSubmitAnswer(_JobSubmitAnswer, total=False):
+    host_key: Optional[str]  # the bridge sshd's public host key, to pin
+
+
+class JobRecord(TypedDict, total=False):
+    name: str
+    submitted: float
+    login_host: str
+    stdout: str  # what sbatch --parsable printed: JOBID[;CLUSTER]
+    cluster: Optional[str]
+
+
+class Ready(TypedDict, total=False):
+    """``ready.json``, written by job.sh once Jupyter listens."""
+
+    job: str
+    node: str
+    sock: str
+    pid: int
+    rundir: str
+    sshd: str  # the node's sshd, for the stdio bridge ("" when there is none)
+    started: float
+
+
+class Ended(TypedDict):
+    how: str
+    at: float
+
+
+class _JobStatusAnswer(TypedDict):
+    session: str
+    exists: bool
+    job: Optional[JobRecord]
+    ready: Optional[Ready]
+    ended: Optional[Ended]
+    warned: Optional[float]
+
+
+class JobStatusAnswer(_JobStatusAnswer, total=False):
+    squeue: Ran
+    output: str
+    token: Optional[str]
+    host_key: Optional[str]
+
+
+class JobCancelAnswer(TypedDict):
+    cancel: Optional[Ran]
+    session: str
+
+
 # --- the builder (remote/builder.py) ----------------------------------------------------
 
 
@@ -232,6 +295,7 @@ AGENT_KINDS = (
         "sock_path_too_long",
         "no_autostart",
         "elsewhere",
+        "jupyter_too_old",
     }
 )
 

@@ -52,7 +52,12 @@ def http_request(
 
 
 def read_token(p: Paths) -> Optional[str]:
-    cfg = core.read_json(p.config)
+    return read_token_file(p.config)
+
+
+def read_token_file(path: str) -> Optional[str]:
+    """The token in a Jupyter config file the agent wrote (any Jupyter's section)."""
+    cfg = core.read_json(path)
     if not cfg:
         return None
     for section in ("IdentityProvider", "ServerApp", "NotebookApp"):
