@@ -81,6 +81,7 @@ def spec_of(profile: Profile) -> JobSpec:
 
 
 def job_dir(name: str) -> Path:
+    paths.ensure_private_dir(paths.state_dir() / "jobs")
     return paths.ensure_private_dir(paths.state_dir() / "jobs" / name)
 
 

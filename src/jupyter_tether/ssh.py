@@ -99,6 +99,9 @@ def make_target(destination: str, *, config_file: Path | None = None) -> Target:
         )
     if config_file is None and os.environ.get("JUPYTER_TETHER_SSH_CONFIG"):
         config_file = Path(os.environ["JUPYTER_TETHER_SSH_CONFIG"])
+    if config_file is not None:
+        # Absolute: the supervisor and ProxyCommands run from other directories.
+        config_file = Path(os.path.abspath(config_file))
     if config_file is not None and not config_file.is_file():
         raise TetherError(
             f"ssh config file {config_file} does not exist",

@@ -163,6 +163,7 @@ class _Supervisor:
         self.job_checked = 0.0
         self.warned: set[int] = set()
         self.job_ended = False
+        self.job_id: str | None = None
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -204,6 +205,10 @@ class _Supervisor:
             if rec is None:
                 self.say("the server was taken down; exiting")
                 return 0
+            if rec.job and rec.job.get("id") != self.job_id:
+                # `up` submitted a new job after the last one ended: start afresh.
+                self.job_id, self.job_ended, self.warned = rec.job.get("id"), False, set()
+                self.job_checked = 0.0
             result = self.check(rec)
             if result == "ok":
                 if self.status["state"] != "connected":
@@ -219,9 +224,11 @@ class _Supervisor:
                 self.sleep(INTERVAL)
                 continue
             if self.job_ended:
-                self.sleep(JOB_EVERY)  # nothing to repair: wait for `up` or `down`
-                with contextlib.suppress(TetherError):
-                    self.job_side(rec)
+                # Nothing to repair: wait for `up` (a new job) or `down`.
+                self.sleep(2.0)
+                if time.monotonic() - self.job_checked > JOB_EVERY:
+                    with contextlib.suppress(TetherError):
+                        self.job_side(rec)
                 continue
             failing_since = failing_since or time.monotonic()
             if time.monotonic() - failing_since > GIVE_UP:
@@ -284,6 +291,7 @@ class _Supervisor:
     def job_side(self, rec: state.Record) -> None:
         """Ask the scheduler about the job: ended (say how, once), or not (keep trying)."""
         assert rec.job is not None
+        self.job_checked = time.monotonic()
         job = batch.Job.from_dict(rec.job)
         agent = Agent(self.login(rec), rec.python)
         status, answer = batch.look_at(

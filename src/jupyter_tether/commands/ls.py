@@ -25,9 +25,8 @@ def ls(*, names: list[str] | None = None, as_json: bool = False) -> int:
         )
         for row in rows:
             if row.get("log_tail"):
-                print(
-                    f"\n{row['name']}: {row['state']}: {row.get('detail')}; last lines of its log:"
-                )
+                detail = f": {row['detail']}" if row.get("detail") else ""
+                print(f"\n{row['name']}: {row['state']}{detail}; last lines of its log:")
                 print("  " + row["log_tail"].replace("\n", "\n  "))
     else:
         print("no servers; start one with `tether up HOST`")
@@ -65,7 +64,7 @@ def _row(rec: state.Record) -> dict[str, Any]:
             row["state"] += f" ({job['ending']})"
         row["detail"] = job.get("detail")
         if job.get("output"):
-            row["log_tail"] = job["output"]
+            row["log_tail"] = "\n".join(str(job["output"]).splitlines()[-10:])
     else:
         try:
             target = target_for(rec)

@@ -160,17 +160,13 @@ class Slurm:
 
 
 def hopeless(status: JobStatus) -> bool:
-    """A pending reason that can never clear (ReqNodeNotAvail only with down nodes listed)."""
+    """A pending reason that can never clear: the request is outside what is allowed.
+
+    ReqNodeNotAvail is not one: drained or down nodes come back when an administrator
+    resumes them, and the job then starts.
+    """
     reason = status.reason or ""
-    if status.state != "pending":
-        return False
-    if any(h in reason for h in _HOPELESS):
-        return True
-    return (
-        reason.startswith("ReqNodeNotAvail")
-        and "UnavailableNodes:" in reason
-        and "Reserved" not in reason
-    )
+    return status.state == "pending" and any(h in reason for h in _HOPELESS)
 
 
 def hopeless_error(status: JobStatus, partitions: list[Partition]) -> TetherError:
