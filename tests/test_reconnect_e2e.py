@@ -131,10 +131,13 @@ def test_cut_60s_recovers_within_2s(topology: SandboxTopology, far: dict[str, An
 def test_random_cuts_all_recover(
     topology: SandboxTopology, far: dict[str, Any], record_property: Any
 ) -> None:
-    """20 cuts of 1-30 s in a row (seeded), all recovered within 2 s of the restore.
-    TETHER_SOAK_CUTS / TETHER_SOAK_MAX shorten it for a quick local run."""
-    cuts = int(os.environ.get("TETHER_SOAK_CUTS", "20"))
-    longest = float(os.environ.get("TETHER_SOAK_MAX", "30"))
+    """8 cuts of 1-12 s in a row (seeded), all recovered within 2 s of the restore.
+
+    The long soak (20 cuts of 1-30 s, beside autossh) is the benchmarks' ``soak``
+    scenario (``make bench BENCH_ARGS=--full``): five minutes of it do not belong in
+    the suite. TETHER_SOAK_CUTS / TETHER_SOAK_MAX change the size here."""
+    cuts = int(os.environ.get("TETHER_SOAK_CUTS", "8"))
+    longest = float(os.environ.get("TETHER_SOAK_MAX", "12"))
     rng = random.Random(4)
     port, token = far["local_port"], far["token"]
     kernel = new_kernel(port, token)
