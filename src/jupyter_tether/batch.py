@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_tether import launch, output, paths, remote, ssh
+from jupyter_tether import launch, output, paths, remote, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.config import Profile
 from jupyter_tether.errors import ExitCode, TetherError
@@ -131,6 +131,12 @@ def look_at(
         path=path,
         output_lines=output_lines,
     )
+    # What an earlier job of the same name wrote as it ended is not about this one.
+    ended, ready = answer.get("ended"), answer.get("ready")
+    if ended and str(ended.get("job", job.id)) != job.id:
+        answer["ended"] = None
+    if ready and str(ready.get("job")) != job.id:
+        answer["ready"] = None
     ran = answer.get("squeue") or {"rc": 1, "stdout": "", "stderr": "no answer"}
     return sched.parse_status(ran["rc"], ran["stdout"], ran["stderr"]), answer
 
@@ -145,7 +151,12 @@ def recorded_job(answer: protocol.JobStatusAnswer) -> Job | None:
 
 
 def submit(
-    agent: Agent, profile: Profile, found: Probe, *, progress: output.Progress
+    agent: Agent,
+    profile: Profile,
+    found: Probe,
+    *,
+    progress: output.Progress,
+    transport: str = "socket",
 ) -> tuple[Job, str, str | None]:
     """Submit the job; returns it, its token and the bridge's host key."""
     sched = backend(profile)
@@ -166,6 +177,7 @@ def submit(
         "script": sched.render(spec, remote.read("job.sh")),
         "bridge_client_key": client_key(profile.name),
         "cluster": spec.cluster,
+        "transport": transport,
     }
     answer = agent.job_submit(request)
     job_id, cluster = sched.parse_submit(answer["rc"], answer["stdout"], answer["stderr"])
@@ -287,11 +299,15 @@ def bridge_alias(name: str) -> str:
     return f"tether-job-{name}"
 
 
-def saved_bridge(name: str, login: ssh.Target) -> ssh.Target:
-    """The bridge target :func:`bridge_target` wrote for ``name`` (for the supervisor)."""
+def via(name: str, job: Job, login: ssh.Target) -> ssh.Target:
+    """The target the forward of ``name``'s job goes through, as ``reach`` set it up
+    (for the supervisor and ``down``): the bridge, the node, or the login node (TCP)."""
+    if job.method == "tcp":
+        return login
+    ssh_node = job.method == "ssh"
     return ssh.Target(
-        destination=bridge_alias(name),
-        config_file=job_dir(name) / "ssh_config",
+        destination=str(job.node) if ssh_node else bridge_alias(name),
+        config_file=job_dir(name) / ("ssh_config_node" if ssh_node else "ssh_config"),
         control_dir=login.control_dir,
         connect_timeout=login.connect_timeout,
     )
@@ -423,32 +439,43 @@ def start(
     submitted = job is None
     if job is None:
         with progress.phase("submit", f"{profile.scheduler} job on {found.hostname}"):
-            job, token, host_key = submit(agent, profile, found, progress=progress)
+            transport = (
+                "tcp" if state.host_fact(profile.ssh, "job_transport") == "tcp" else "socket"
+            )
+            job, token, host_key = submit(
+                agent, profile, found, progress=progress, transport=transport
+            )
     assert token is not None
     with progress.phase("queue", f"job {job.id}"):
         ready, status = wait_ready(agent, profile, found, job, progress=progress)
     node = str(ready.get("node") or status.node or "")
-    job = dataclasses.replace(job, node=node, method="bridge", path=found.login_path)
-    if not host_key:
-        raise TetherError(
-            f"{found.hostname}: no bridge into job {job.id} (ssh-keygen is missing there)",
-            code=ExitCode.REMOTE_ENV,
+    try:
+        with progress.phase("bridge", f"into job {job.id} on {node}"):
+            target, method = reach(login, profile, found, job, ready, host_key, progress=progress)
+    except TetherError:
+        if not submitted:
+            raise  # a job somebody is using is never cancelled to try another way
+        cancel(agent, profile, found, job, forget=True)
+        state.set_host_fact(profile.ssh, "job_transport", "tcp")
+        progress.say("  submitting the job again, with Jupyter on TCP")
+        with progress.phase("submit", f"{profile.scheduler} job on {found.hostname}, TCP"):
+            job, token, host_key = submit(agent, profile, found, progress=progress, transport="tcp")
+        with progress.phase("queue", f"job {job.id}"):
+            ready, status = wait_ready(agent, profile, found, job, progress=progress)
+        node = str(ready.get("node") or status.node or "")
+        target, method = reach(login, profile, found, job, ready, host_key, progress=progress)
+    job = dataclasses.replace(job, node=node, method=method, path=found.login_path)
+    if method == "tcp":
+        progress.say(
+            f"  warning: Jupyter listens on {ready.get('address')}:{ready.get('port')} on {node}: "
+            "other users of the cluster can reach that port, which only the token protects"
         )
-    with progress.phase("bridge", f"into job {job.id} on {node}"):
-        target = bridge_target(login, profile, found, job, ready, host_key)
-        try:
-            ssh.ensure_master(target, batch=True)
-        except TetherError as exc:
-            if submitted:
-                cancel(agent, profile, found, job, forget=True)
-            exc.message = f"cannot reach job {job.id} on {node} through srun: {exc.message}"
-            raise
     server: protocol.UpAnswer = {
         "name": profile.name,
         "pid": int(ready.get("pid") or 0),
-        "sock": str(ready.get("sock")),
-        "port": None,
-        "transport": "socket",
+        "sock": str(ready.get("sock")) if method != "tcp" else None,
+        "port": ready.get("port") if method == "tcp" else None,
+        "transport": "tcp" if method == "tcp" else "socket",
         "app": profile.app,
         "versions": {},
         "jupyter": "",
@@ -463,4 +490,80 @@ def start(
         "reused": not submitted,
         "token": token,
     }
+    if method == "tcp":
+        server["address"] = str(ready.get("address"))
     return Started(server=server, target=target, job=job, submitted=submitted)
+
+
+def reach(
+    login: ssh.Target,
+    profile: Profile,
+    found: Probe,
+    job: Job,
+    ready: protocol.Ready,
+    host_key: str | None,
+    *,
+    progress: output.Progress,
+) -> tuple[ssh.Target, str]:
+    """A way to the job's node, the first that works: the stdio bridge through srun,
+    then ssh to the node through the login node; a job on TCP goes through the login
+    node itself. Returns the target to forward through and the way's name."""
+    if ready.get("address"):
+        return login, "tcp"
+    tried = []
+    if host_key and ready.get("sshd"):
+        target = bridge_target(login, profile, found, job, ready, host_key)
+        try:
+            ssh.ensure_master(target, batch=True)
+            return target, "bridge"
+        except TetherError as exc:
+            tried.append(f"srun into the job: {exc.message}")
+    else:
+        tried.append("srun into the job: no sshd on the node, or no ssh-keygen on the login node")
+    target = node_target(login, profile, found, ready)
+    try:
+        ssh.ensure_master(target, batch=True)
+    except TetherError as exc:
+        tried.append(f"ssh to {ready.get('node')}: {exc.message}")
+    else:
+        progress.say(f"  ssh to {ready.get('node')} through {login.destination}")
+        return target, "ssh"
+    for line in tried:
+        progress.say(f"  cannot reach the node by {line}")
+    raise TetherError(
+        f"cannot reach job {job.id} on {ready.get('node')}: " + "; ".join(tried),
+        code=ExitCode.SSH_CONNECT,
+    )
+
+
+def node_target(
+    login: ssh.Target, profile: Profile, found: Probe, ready: protocol.Ready
+) -> ssh.Target:
+    """ssh to the node itself through the login node (sites with pam_slurm_adopt allow
+    it while the user has a job there), with the user's own keys and config."""
+    node = str(ready.get("node"))
+    d = job_dir(profile.name)
+    hop = [*login.base_argv(), "-o", "ControlMaster=no", "-W", "%h:%p", "--", login.destination]
+    # %h:%p are ssh's own tokens; the outer ControlPath's %C must stay literal.
+    proxy = shlex.join(hop).replace("%", "%%").replace("%%h:%%p", "%h:%p")
+    user_config = login.config_file or Path.home() / ".ssh" / "config"
+    lines = [
+        "# Written by jupyter-tether for one batch job: ssh to its node via the login node.",
+        f"Host {node}",
+        f"    User {found.user}",
+        f"    ProxyCommand {proxy}",
+        "    BatchMode yes",
+        "    StrictHostKeyChecking accept-new",
+        "    ServerAliveInterval 5",
+        "    ServerAliveCountMax 2",
+    ]
+    if user_config.is_file():
+        lines.append(f"    Include {user_config}")
+    config = d / "ssh_config_node"
+    paths.write_private(config, "\n".join(lines) + "\n")
+    return ssh.Target(
+        destination=node,
+        config_file=config,
+        control_dir=login.control_dir,
+        connect_timeout=login.connect_timeout,
+    )

@@ -252,7 +252,7 @@ class _Supervisor:
     def repair(self, rec: state.Record, result: str) -> None:
         target = self.login(rec)
         # The forward goes through the bridge into a batch job, or straight to the server.
-        via = batch.saved_bridge(rec.name, target) if rec.job else target
+        via = batch.via(rec.name, batch.Job.from_dict(rec.job), target) if rec.job else target
         if self.status["state"] == "connected":
             self.set("reconnecting", "the server stopped answering")
         if result == "timeout":

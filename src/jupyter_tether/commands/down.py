@@ -64,9 +64,10 @@ def _down_job(rec: state.Record, target: ssh.Target, progress: output.Progress) 
     """Cancel the batch job, remove its session on both sides, drop the bridge."""
     assert rec.job is not None
     job = batch.Job.from_dict(rec.job)
-    bridge = batch.saved_bridge(rec.name, target)
-    ssh.cancel_forward(bridge, rec.local_port, rec.remote)
-    ssh.exit_master(bridge)
+    way = batch.via(rec.name, job, target)
+    ssh.cancel_forward(way, rec.local_port, rec.remote)
+    if way is not target:
+        ssh.exit_master(way)
     with progress.phase("cancel", f"job {job.id}"):
         Agent(target, rec.python).job_cancel(
             rec.name,

@@ -280,7 +280,7 @@ def _autostart(target: ssh.Target, profile: config.Profile, found: probe.Probe, 
 def _remote_end(server: protocol.UpAnswer) -> str:
     if server.get("sock"):
         return str(server["sock"])
-    return f"127.0.0.1:{server['port']}"
+    return f"{server.get('address') or '127.0.0.1'}:{server['port']}"
 
 
 def _env_ssh_config() -> str | None:

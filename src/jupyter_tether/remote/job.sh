@@ -43,7 +43,7 @@ if [ -n "$TETHER_MODULES" ]; then
     for m in $TETHER_MODULES; do
         module load "$m" || {
             log "\`module load $m\` failed on $node"
-            put "$session/ended.json" "{\"how\": \"module load $m failed\", \"at\": $(date +%s)}"
+            put "$session/ended.json" "{\"job\": \"$job\", \"how\": \"module load $m failed\", \"at\": $(date +%s)}"
             exit 3
         }
     done
@@ -56,20 +56,41 @@ for candidate in /usr/sbin/sshd /usr/local/sbin/sshd /sbin/sshd; do
 done
 
 sock="$rundir/jupyter.sock"
-"$@" "--sock=$sock" </dev/null &
+address=""
+if [ "${TETHER_TRANSPORT:-socket}" = tcp ]; then
+    # Only where the workstation can reach the node no other way (README: Clusters):
+    # TCP on the node's cluster address, a port the OS picks, protected by the token.
+    address=$(hostname -I 2>/dev/null | awk '{print $1}')
+    [ -n "$address" ] || address=$(hostname -i 2>/dev/null | awk '{print $1}')
+    "$@" "--ip=$address" --port=0 </dev/null &
+else
+    "$@" "--sock=$sock" </dev/null &
+fi
 pid=$!
 trap 'log "the job is ending: stopping Jupyter"; kill -TERM "$pid" 2>/dev/null' TERM INT HUP
 trap 'date +%s >"$session/warned"; log "the job is near its time limit"' USR1
 
-# Jupyter binds its socket once it is set up; the workstation checks it answers.
+# Jupyter binds its socket (or writes the port it got) once it is set up; the
+# workstation checks that it answers.
+listening() {
+    if [ -n "$address" ]; then
+        port=$(sed -n 's/.*"port": *\([0-9][0-9]*\).*/\1/p' "$rundir/runtime/jpserver-$pid.json" 2>/dev/null)
+        [ -n "$port" ]
+    else
+        [ -S "$sock" ]
+    fi
+}
+port=""
 i=0
-while [ ! -S "$sock" ] && kill -0 "$pid" 2>/dev/null && [ "$i" -lt "${TETHER_STARTUP:-900}" ]; do
+while ! listening && kill -0 "$pid" 2>/dev/null && [ "$i" -lt "${TETHER_STARTUP:-900}" ]; do
     sleep 0.1
     i=$((i + 1))
 done
-if [ -S "$sock" ]; then
+if listening; then
+    [ -n "$address" ] && sock=""
     put "$session/ready.json" "{\"job\": \"$job\", \"node\": \"$node\", \"sock\": \"$sock\", \
-\"pid\": $pid, \"rundir\": \"$rundir\", \"sshd\": \"$sshd\", \"started\": $(date +%s)}"
+\"address\": \"$address\", \"port\": ${port:-null}, \"pid\": $pid, \"rundir\": \"$rundir\", \
+\"sshd\": \"$sshd\", \"started\": $(date +%s)}"
     log "Jupyter is up on $node (job $job)"
 else
     log "Jupyter did not start on $node"
@@ -81,6 +102,10 @@ while :; do
     status=$?
     kill -0 "$pid" 2>/dev/null || break
 done
+# The session may already belong to the next job (`up` after a cancel): touch only ours.
+if [ -f "$session/job.json" ] && ! grep -q "\"stdout\": \"$job[;\"]" "$session/job.json"; then
+    exit "$status"
+fi
 rm -f "$session/ready.json"
-put "$session/ended.json" "{\"how\": \"Jupyter exited with status $status\", \"at\": $(date +%s)}"
+put "$session/ended.json" "{\"job\": \"$job\", \"how\": \"Jupyter exited with status $status\", \"at\": $(date +%s)}"
 exit "$status"

@@ -65,6 +65,7 @@ def _job_env(req: Json, p: JobPaths, argv: List[str], facts: Json) -> str:
         "TETHER_MODULES=%s" % q(" ".join(req.get("modules") or [])),
         "TETHER_MODULE_INIT=%s" % q(req.get("module_init") or ""),
         "TETHER_STARTUP=%d" % int(10 * float(req.get("startup_timeout") or 90)),
+        "TETHER_TRANSPORT=%s" % ("tcp" if req.get("transport") == "tcp" else "socket"),
         "PATH=%s" % q(facts["path"]),
         "export PATH",
     ]

@@ -73,6 +73,7 @@ class _UpAnswer(ServerState):
 
 class UpAnswer(_UpAnswer, total=False):
     api: Optional[Dict[str, Any]]
+    address: str  # where ``port`` is, when not on the server's 127.0.0.1 (a job's node)
 
 
 class _Health(TypedDict):
@@ -153,12 +154,18 @@ class Ready(TypedDict, total=False):
     pid: int
     rundir: str
     sshd: str  # the node's sshd, for the stdio bridge ("" when there is none)
+    address: str  # with TCP: the node's address Jupyter listens on ("" on a socket)
+    port: Optional[int]  # with TCP: the port it got
     started: float
 
 
-class Ended(TypedDict):
+class _Ended(TypedDict):
     how: str
     at: float
+
+
+class Ended(_Ended, total=False):
+    job: str
 
 
 class _JobStatusAnswer(TypedDict):
