@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_tether import batch, cli, config, remote, ssh
+from jupyter_tether.batch import nodes
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.schedulers.slurm import Slurm
 
@@ -194,7 +195,7 @@ def test_the_bridge_runs_the_jobs_own_sshd_through_srun(tmp_path: Path) -> None:
     job = batch.Job(id="42", cluster=None, session="/home/u/.local/state/jupyter-tether/jobs/x")
     ready = {"node": "node7", "sshd": "/usr/sbin/sshd"}
     found = types.SimpleNamespace(login_path="/usr/bin:/bin", user="u")
-    command = batch.bridge_command(login, found, job, ready)  # type: ignore[arg-type]
+    command = nodes.bridge_command(login, found, job, ready)  # type: ignore[arg-type]
     # ssh expands %-tokens in a ProxyCommand: the outer ControlPath's %C must be escaped.
     assert "%%C" in command and "%C" not in command.replace("%%C", "")
     argv = shlex.split(command.replace("%%", "%"))
