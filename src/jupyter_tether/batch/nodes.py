@@ -89,14 +89,17 @@ def bridge_target(
         f"    UserKnownHostsFile {known}",
         "    GlobalKnownHostsFile /dev/null",
         "    StrictHostKeyChecking yes",
-        "    BatchMode yes",
-        "    ServerAliveInterval 5",
-        "    ServerAliveCountMax 2",
     ]
-    config = d / "ssh_config"
+    return _target(login, alias, d / "ssh_config", lines)
+
+
+def _target(login: ssh.Target, destination: str, config: Path, lines: list[str]) -> ssh.Target:
+    """Write ``config`` (0600) and return a target that uses it and the login's control
+    directory. Unattended, with the master's keep-alives."""
+    lines = [*lines, "    BatchMode yes", "    ServerAliveInterval 5", "    ServerAliveCountMax 2"]
     paths.write_private(config, "\n".join(lines) + "\n")
     return ssh.Target(
-        destination=alias,
+        destination=destination,
         config_file=config,
         control_dir=login.control_dir,
         connect_timeout=login.connect_timeout,
@@ -160,18 +163,8 @@ def node_target(
         f"Host {node}",
         f"    User {found.user}",
         f"    ProxyCommand {proxy}",
-        "    BatchMode yes",
         "    StrictHostKeyChecking accept-new",
-        "    ServerAliveInterval 5",
-        "    ServerAliveCountMax 2",
     ]
     if user_config.is_file():
         lines.append(f"    Include {user_config}")
-    config = d / "ssh_config_node"
-    paths.write_private(config, "\n".join(lines) + "\n")
-    return ssh.Target(
-        destination=node,
-        config_file=config,
-        control_dir=login.control_dir,
-        connect_timeout=login.connect_timeout,
-    )
+    return _target(login, node, d / "ssh_config_node", lines)

@@ -286,6 +286,16 @@ class Lock:
         os.close(self.fd)
 
 
+def busy_lock(path: str, timeout: float, what: str) -> Lock:
+    """One tether command at a time on ``what`` (a server, a job)."""
+    return Lock(
+        path,
+        timeout,
+        "another tether command is working on %s" % what,
+        "wait for it to finish, or retry in a minute",
+    )
+
+
 # --- the request loop -----------------------------------------------------------------
 
 _OS_HINTS = {

@@ -21,12 +21,7 @@ from .core import JobPaths, Json, RemoteError
 
 
 def job_lock(p: JobPaths, timeout: float) -> core.Lock:
-    return core.Lock(
-        p.lock,
-        timeout,
-        "another tether command is working on this job",
-        "wait for it to finish, or retry in a minute",
-    )
+    return core.busy_lock(p.lock, timeout, "this job")
 
 
 def run_argv(

@@ -226,12 +226,7 @@ def op_status(req: Json) -> Json:
 
 def server_lock(p: Paths, timeout: float) -> core.Lock:
     """One `up`/`down` at a time per server: two `up`s at once yield one server."""
-    return core.Lock(
-        p.lock,
-        timeout,
-        "another tether command is working on this server",
-        "wait for it to finish, or retry in a minute",
-    )
+    return core.busy_lock(p.lock, timeout, "this server")
 
 
 def op_down(req: Json) -> Json:
