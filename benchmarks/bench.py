@@ -10,7 +10,6 @@ the test suite's accounts. Root is required.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pwd
@@ -24,14 +23,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jupyter_tether import sandbox
+from jupyter_tether.errors import TetherError
+from jupyter_tether.proc import terminate
+from testing.accounts import ensure_user
+from testing.envs import make_jupyter_env
+from testing.helpers.cli import write_profiles
+from testing.helpers.lock import exclusive
+from testing.helpers.ssh import kill_masters
+from testing.helpers.users import home_of
+from testing.netns import Topology, build_topology, teardown_topology, unique_prefix
+from testing.sshd import (
+    HostEntry,
+    SshServer,
+    generate_key,
+    host_entry,
+    start_sshd,
+    stop_sshd,
+    write_ssh_config,
+)
 
 BENCH_USER = "tether-bench"
 BARE_USER = "tether-bench-bare"
 # Kept between runs so that a second run does not rebuild them: a JupyterLab venv that
 # every bench account can read, and the peer tools installed from PyPI.
 CACHE = Path("/var/tmp/jupyter-tether-bench")  # root-only, persistent
-CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 T = TypeVar("T")
 
 
@@ -66,7 +81,7 @@ class TetherRun:
 class Remote:
     """Where a topology's hosts are: namespaces, and the ssh aliases that reach them."""
 
-    topology: sandbox.Topology
+    topology: Topology
     jump_host: str  # tether-bench on the jump host (the cut link is in front of it)
     far_bare_host: str  # tether-bench-bare on the server behind the jump host, no internet
 
@@ -74,11 +89,11 @@ class Remote:
 @dataclass
 class Bench:
     workdir: Path
-    server: sandbox.SshServer
+    server: SshServer
     ssh_config: Path
     env: Path  # a venv with JupyterLab, readable by every bench account
     tether_env: dict[str, str]
-    entries: dict[str, sandbox.HostEntry]
+    entries: dict[str, HostEntry]
     _global: contextlib.ExitStack
     _scenario: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _resources: dict[str, Any] = field(default_factory=dict)
@@ -137,30 +152,16 @@ class Bench:
 
     def profile(self, name: str, **keys: str) -> None:
         self._profiles[name] = keys
-        lines: list[str] = []
-        for host, values in self._profiles.items():
-            lines.append(f'[hosts."{host}"]')
-            lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items())
-        Path(self.tether_env["JUPYTER_TETHER_CONFIG"]).write_text("\n".join(lines) + "\n")
+        write_profiles(Path(self.tether_env["JUPYTER_TETHER_CONFIG"]), self._profiles)
 
-    def add_hosts(self, *entries: sandbox.HostEntry) -> None:
+    def add_hosts(self, *entries: HostEntry) -> None:
         for entry in entries:
             self.entries[entry.alias] = entry
-        sandbox.write_ssh_config(self.ssh_config, list(self.entries.values()))
+        write_ssh_config(self.ssh_config, list(self.entries.values()))
 
     def end_masters(self) -> None:
         """End every ssh ControlMaster tether started (a "new shell, no master")."""
-        cm = Path(self.tether_env["JUPYTER_TETHER_RUNTIME_DIR"]) / "cm"
-        if not cm.is_dir():
-            return
-        for sock in cm.iterdir():
-            if sock.is_socket():
-                subprocess.run(
-                    ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "placeholder"],
-                    capture_output=True,
-                    timeout=10,
-                    check=False,
-                )
+        kill_masters(Path(self.tether_env["JUPYTER_TETHER_RUNTIME_DIR"]))
 
     def master_pid(self, host: str) -> int | None:
         cm = Path(self.tether_env["JUPYTER_TETHER_RUNTIME_DIR"]) / "cm"
@@ -202,30 +203,10 @@ class Bench:
     def accounts(self, users: Sequence[str]) -> None:
         """Make sure ``users`` exist (the sshd serves them from its start)."""
         for user in users:
-            sandbox.ensure_user(user)
+            ensure_user(user)
 
 
 # ---------------------------------------------------------------------- accounts
-
-
-def home(user: str) -> Path:
-    return Path(pwd.getpwnam(user).pw_dir)
-
-
-def as_user(
-    user: str, argv: Sequence[str], *, timeout: float = 120, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": str(home(user)), "USER": user}
-    return subprocess.run(
-        ["runuser", "-u", user, "--", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=cwd or home(user),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def user_pids(user: str) -> list[int]:
@@ -245,13 +226,13 @@ def stop_user_processes(user: str) -> None:
         pids = user_pids(user)
         if not pids:
             return
-        sandbox.terminate(pids)
+        terminate(pids)
 
 
 def reset_home(user: str) -> None:
     """Make ``user`` a bare account again: no processes, an empty home."""
     stop_user_processes(user)
-    root = home(user)
+    root = home_of(user)
     for child in root.iterdir():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
@@ -275,19 +256,32 @@ def open_bench(*, scale_accounts: int) -> Iterator[Bench]:
         raise SystemExit("the benchmarks need root: they create accounts and network namespaces")
     with contextlib.ExitStack() as stack:
         CACHE.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(_exclusive(CACHE / "run.lock"))
+        # One benchmark run at a time on a machine: two would share the bench accounts
+        # (and one would empty the bare account's home under the other's feet).
+        lock = CACHE / "run.lock"
+        try:
+            stack.enter_context(
+                exclusive(
+                    lock,
+                    timeout=3600,
+                    busy=f"another benchmark run held {lock} for 3600 s",
+                    waiting="waiting for another benchmark run to finish",
+                )
+            )
+        except TetherError as exc:
+            raise SystemExit(exc.message) from None
         workdir = Path(tempfile.mkdtemp(prefix="tbench-", dir="/tmp"))
         workdir.chmod(0o711)
         if os.environ.get("JUPYTER_TETHER_KEEP_SANDBOX") != "1":
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         users = [BENCH_USER, BARE_USER, *(scale_user(i) for i in range(1, scale_accounts + 1))]
         for user in users:
-            sandbox.ensure_user(user)
+            ensure_user(user)
         stack.callback(_stop_all, users)
-        env = sandbox.make_jupyter_env("root", CACHE / "env")
-        key = sandbox.generate_key(workdir / "ssh" / "id_ed25519", comment="tether-bench")
-        server = sandbox.start_sshd(workdir / "sshd", users=users, client_key=key)
-        stack.callback(sandbox.stop_sshd, server)
+        env = make_jupyter_env("root", CACHE / "env")
+        key = generate_key(workdir / "ssh" / "id_ed25519", comment="tether-bench")
+        server = start_sshd(workdir / "sshd", users=users, client_key=key)
+        stack.callback(stop_sshd, server)
         runtime = Path(tempfile.mkdtemp(prefix="tbr-", dir="/tmp"))
         stack.callback(shutil.rmtree, runtime, ignore_errors=True)
         tether_env = {
@@ -308,10 +302,10 @@ def open_bench(*, scale_accounts: int) -> Iterator[Bench]:
             _global=stack,
         )
         bench.add_hosts(
-            sandbox.host_entry(server, bench.main_host, user=BENCH_USER),
-            sandbox.host_entry(server, bench.bare_host, user=BARE_USER),
+            host_entry(server, bench.main_host, user=BENCH_USER),
+            host_entry(server, bench.bare_host, user=BARE_USER),
             *(
-                sandbox.host_entry(server, scale_host(i), user=scale_user(i))
+                host_entry(server, scale_host(i), user=scale_user(i))
                 for i in range(1, scale_accounts + 1)
             ),
         )
@@ -323,32 +317,6 @@ def open_bench(*, scale_accounts: int) -> Iterator[Bench]:
         stack.callback(_down_all, bench)
         stack.callback(bench.end_scenario)
         yield bench
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path, timeout: float = 3600) -> Iterator[None]:
-    """One benchmark run at a time on a machine: two would share the bench accounts
-    (and one would empty the bare account's home under the other's feet)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"another benchmark run held {path} for {timeout:g} s"
-                    ) from None
-                if not told:
-                    print("waiting for another benchmark run to finish", file=sys.stderr)
-                    told = True
-                time.sleep(1)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _down_all(bench: Bench) -> None:
@@ -368,28 +336,28 @@ def _stop_all(users: Sequence[str]) -> None:
 
 def _build_remote(bench: Bench) -> Remote:
     """workstation -> jump host -> server in network namespaces, an sshd in each."""
-    topo = sandbox.build_topology(sandbox.unique_prefix("tb"))
-    bench._global.callback(sandbox.teardown_topology, topo)
-    jump = sandbox.start_sshd(
+    topo = build_topology(unique_prefix("tb"))
+    bench._global.callback(teardown_topology, topo)
+    jump = start_sshd(
         bench.workdir / "sshd-jump",
         users=[BENCH_USER],
         listen=topo.jump_address,
         netns=topo.jump_ns,
         client_key=bench.server.client_key,
     )
-    bench._global.callback(sandbox.stop_sshd, jump)
-    far = sandbox.start_sshd(
+    bench._global.callback(stop_sshd, jump)
+    far = start_sshd(
         bench.workdir / "sshd-far",
         users=[BARE_USER],
         listen=topo.server_address,
         netns=topo.server_ns,
         client_key=bench.server.client_key,
     )
-    bench._global.callback(sandbox.stop_sshd, far)
+    bench._global.callback(stop_sshd, far)
     remote = Remote(topology=topo, jump_host="tb-jump", far_bare_host="tb-far-bare")
     bench.add_hosts(
-        sandbox.host_entry(jump, remote.jump_host, user=BENCH_USER),
-        sandbox.host_entry(far, remote.far_bare_host, user=BARE_USER, proxy_jump="tb-jump"),
+        host_entry(jump, remote.jump_host, user=BENCH_USER),
+        host_entry(far, remote.far_bare_host, user=BARE_USER, proxy_jump="tb-jump"),
     )
     bench.profile(remote.jump_host, env=str(bench.env))
     bench.profile(remote.far_bare_host)

@@ -19,7 +19,7 @@ import time
 
 from benchmarks.bench import Bench
 from benchmarks.probes import Endpoint, wait_answering
-from jupyter_tether.sandbox import free_port
+from testing.sshd import free_port
 
 
 class RecipeFailed(RuntimeError):

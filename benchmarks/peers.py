@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.bench import BENCH_USER, CACHE, Bench, home
-from jupyter_tether.sandbox import find_uv, free_port, system_python
+from benchmarks.bench import BENCH_USER, CACHE, Bench
+from testing.accounts import find_uv, system_python
+from testing.helpers.users import home_of
+from testing.sshd import free_port
 
 JUPYTER_FORWARD = "jupyter-forward"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -63,7 +65,7 @@ def jupyter_forward(bench: Bench, *, seconds: float = 90) -> float | str:
     fake_home = bench.workdir / "jf-home"
     (fake_home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
     shutil.copy(bench.ssh_config, fake_home / ".ssh" / "config")
-    bashrc = home(BENCH_USER) / ".bashrc"
+    bashrc = home_of(BENCH_USER) / ".bashrc"
     saved = bashrc.read_bytes() if bashrc.exists() else None
     line = f'export PATH="{bench.env}/bin:$PATH"\n'.encode()
     bashrc.write_bytes(line + (saved or b""))  # before Debian's "not interactive: return"

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
-import websocket
+from testing.helpers.jupyter import UnixHTTPConnection, execute_reply, kernel_websocket
 
 CHUNK = 1 << 20
 
@@ -28,25 +26,13 @@ class Endpoint:
 
     def connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.sock is not None:
-            return _UnixHTTPConnection(self.sock, timeout)
+            return UnixHTTPConnection(self.sock, timeout)
         assert self.port is not None
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}"}
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
 
 
 def get(ep: Endpoint, path: str, *, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -137,13 +123,13 @@ def kernel_latencies(ep: Endpoint, executions: int) -> list[float]:
         conn.close()
     kernel = json.loads(body)["id"]
     try:
-        ws = _websocket(ep, f"/api/kernels/{kernel}/channels")
+        ws = kernel_websocket(ep.token, kernel, port=ep.port, sock=ep.sock)
         try:
             session = uuid.uuid4().hex
             out = []
             for i in range(executions + 3):
                 start = time.monotonic()
-                _execute(ws, session, "1 + 1")
+                execute_reply(ws, session, "1 + 1")
                 if i >= 3:
                     out.append(time.monotonic() - start)
             return out
@@ -156,43 +142,3 @@ def kernel_latencies(ep: Endpoint, executions: int) -> list[float]:
             conn.getresponse().read()
         finally:
             conn.close()
-
-
-def _websocket(ep: Endpoint, path: str) -> Any:
-    header = [f"Authorization: token {ep.token}"]
-    if ep.sock is not None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(60)
-        s.connect(ep.sock)
-        return websocket.create_connection(f"ws://localhost{path}", header=header, socket=s)
-    return websocket.create_connection(f"ws://127.0.0.1:{ep.port}{path}", header=header, timeout=60)
-
-
-def _execute(ws: Any, session: str, code: str) -> None:
-    msg_id = uuid.uuid4().hex
-    ws.send(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "username": "bench",
-                    "session": session,
-                    "msg_type": "execute_request",
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "content": {"code": code, "silent": False, "store_history": False},
-                "channel": "shell",
-            }
-        )
-    )
-    for _ in range(200):  # a tiny cell produces a handful of messages
-        msg = json.loads(ws.recv())
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        if msg.get("msg_type") == "execute_reply":
-            if msg["content"].get("status") != "ok":
-                raise RuntimeError(f"kernel: {msg['content']}")
-            return
-    raise RuntimeError("no execute_reply from the kernel")

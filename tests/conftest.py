@@ -23,40 +23,41 @@ fixture that provides it. ``JUPYTER_TETHER_SSH_CONFIG`` points at it in every te
 
 from __future__ import annotations
 
+import contextlib
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from jupyter_tether.sandbox import (
+from jupyter_tether.errors import TetherError
+from jupyter_tether.proc import terminate
+from testing.accounts import ensure_user
+from testing.envs import make_jupyter_env
+from testing.helpers.cli import Tether
+from testing.helpers.lock import exclusive
+from testing.helpers.ssh import kill_masters
+from testing.helpers.users import current_user, home_of
+from testing.netns import Topology, build_topology, teardown_topology, unique_prefix
+from testing.sshd import (
     HostEntry,
     SshServer,
-    Topology,
-    build_topology,
-    ensure_user,
     generate_key,
     host_entry,
-    make_jupyter_env,
     start_sshd,
     stop_sshd,
-    teardown_topology,
-    terminate,
-    unique_prefix,
     write_ssh_config,
 )
-from tests.helpers import Tether, kill_masters, kill_supervisors
+from tests.helpers import kill_supervisors
 
 IS_ROOT = os.geteuid() == 0
 REMOTE_USER = "tether-test"
 OTHER_USER = "tether-other"
 PROV_USER = "tether-prov"  # a fresh account for provisioning (see prov_user)
-CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
 
@@ -90,23 +91,18 @@ def one_suite_at_a_time() -> Iterator[None]:
     """Test runs on one machine share the test accounts, their homes and server names:
     two at once would shut down each other's servers. Queue them (bounded). Fixtures
     that touch the accounts or run the CLI depend on this; pure unit tests don't wait."""
-    import fcntl
-    import time
-
-    fd = os.open("/tmp/jupyter-tether-tests.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + 3600
-    while True:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                pytest.exit("another test run has held the suite lock for an hour", 3)
-            time.sleep(0.5)
-    try:
+            stack.enter_context(
+                exclusive(
+                    Path("/tmp/jupyter-tether-tests.lock"),
+                    timeout=3600,
+                    busy="another test run has held the suite lock for an hour",
+                )
+            )
+        except TetherError as exc:
+            pytest.exit(exc.message, 3)
         yield
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture(scope="session")
@@ -123,16 +119,12 @@ def sandbox_dir() -> Iterator[Path]:
 # --------------------------------------------------------------------------- 3. accounts
 
 
-def _current_user() -> str:
-    return pwd.getpwuid(os.getuid()).pw_name
-
-
 @pytest.fixture(scope="session")
 def remote_user(one_suite_at_a_time: None) -> str:
     """Name of the account the sandbox servers log in: ``tether-test`` as root, else you."""
     if IS_ROOT:
         return ensure_user(REMOTE_USER).pw_name
-    return _current_user()
+    return current_user()
 
 
 @pytest.fixture(scope="session")
@@ -141,38 +133,6 @@ def other_user(one_suite_at_a_time: None) -> str:
     if not IS_ROOT:
         pytest.skip("a second account needs root")
     return ensure_user(OTHER_USER).pw_name
-
-
-def home_of(user: str) -> Path:
-    return Path(pwd.getpwnam(user).pw_dir)
-
-
-def as_user(
-    user: str,
-    argv: Sequence[str],
-    *,
-    timeout: float = 120,
-    input: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as ``user`` (via runuser when that is another account), in their home,
-    with a clean environment, and return what it did. Skips the test when impossible."""
-    env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "HOME": str(home_of(user)), "USER": user}
-    if user != _current_user():
-        if not IS_ROOT:
-            pytest.skip(f"running commands as {user} needs root")
-        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-        assert runuser is not None, "runuser (util-linux) is missing"
-        argv = [runuser, "-u", user, "--", *argv]
-    return subprocess.run(
-        list(argv),
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=home_of(user),
-        check=False,
-    )
 
 
 # --------------------------------------------------------------------------- 4. Jupyter

@@ -1,62 +1,18 @@
-"""Small helpers for tests: run the CLI in-process, write profiles, look at processes."""
+"""Small helpers for tests only: look at processes, stop supervisors, run isolated.
+
+What the benchmarks use too (the in-process CLI, ``as_user``, ssh masters) is in
+``testing.helpers``.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_tether import cli
-
-
-@dataclass(frozen=True)
-class Run:
-    rc: int
-    out: str
-    err: str
-
-
-class Tether:
-    """``tether(*argv)`` runs the CLI in this process and captures what it prints."""
-
-    def __init__(self, config_path: Path) -> None:
-        self.config_path = config_path
-        self.profiles: dict[str, dict[str, object]] = {}
-
-    def __call__(self, *argv: str) -> Run:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli.main(list(argv))
-        return Run(rc, out.getvalue(), err.getvalue())
-
-    def profile(self, name: str, **keys: object) -> None:
-        self.profiles[name] = keys
-        self.write()
-
-    def write(self) -> None:
-        lines = []
-        for name, keys in self.profiles.items():
-            lines.append(f'[hosts."{name}"]')
-            lines.extend(f"{k} = {toml_value(v)}" for k, v in keys.items())
-        self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text("\n".join(lines) + "\n")
-
-
-def toml_value(value: object) -> str:
-    """Enough TOML for profiles: strings, numbers, booleans, lists, inline tables."""
-    import json
-
-    if isinstance(value, dict):
-        return (
-            "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
-        )
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(value)
+from jupyter_tether.proc import pid_alive
+from testing.helpers.cli import Run
 
 
 def remote_procs(user: str, pattern: str) -> list[str]:
@@ -86,27 +42,9 @@ def kill_supervisors(state_dir: Path) -> None:
             continue
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if not pid_alive(pid):
                 break
             time.sleep(0.05)
-
-
-def kill_masters(runtime: Path) -> None:
-    """End the ssh ControlMasters a test left (they persist by design)."""
-    cm = runtime / "cm"
-    if not cm.is_dir():
-        return
-    for sock in cm.iterdir():
-        if sock.is_socket():
-            subprocess.run(
-                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "placeholder"],
-                capture_output=True,
-                timeout=10,
-                check=False,
-                env={**os.environ},
-            )
 
 
 def run_isolated(args: list[str]) -> Run:

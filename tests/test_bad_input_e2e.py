@@ -27,9 +27,11 @@ import pytest
 
 from jupyter_tether import state
 from jupyter_tether.errors import ExitCode
-from jupyter_tether.sandbox import generate_key, host_entry, write_ssh_config
-from tests.conftest import IS_ROOT, PROV_USER, LocalSshd, as_user, home_of
-from tests.helpers import Run, Tether, remote_procs, run_isolated
+from testing.helpers.cli import Run, Tether
+from testing.helpers.users import as_user, home_of
+from testing.sshd import generate_key, host_entry, write_ssh_config
+from tests.conftest import IS_ROOT, PROV_USER, LocalSshd
+from tests.helpers import remote_procs, run_isolated
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 
@@ -516,7 +518,7 @@ def test_quoted_values_reach_the_server_literally(ctx: Ctx) -> None:
     res = ctx.tether("up", "tt-server", "--no-browser", "--json")
     try:
         assert res.rc == 0, res.err
-        from tests.test_up_e2e import run_in_kernel
+        from testing.helpers.jupyter import run_in_kernel
 
         info = json.loads(res.out)
         token = info["url"].split("token=")[1]

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import pytest
 
 from jupyter_tether import jupyter_api, supervisor
-from tests.conftest import SandboxTopology, as_user, home_of
-from tests.helpers import Tether
+from testing.helpers.cli import Tether
+from testing.helpers.users import as_user, home_of
+from tests.conftest import SandboxTopology
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options  # noqa: E402

@@ -18,9 +18,12 @@ from typing import Any
 import pytest
 
 from jupyter_tether import jupyter_api
-from jupyter_tether.sandbox import ensure_user, host_entry, start_sshd, stop_sshd
-from tests.conftest import IS_ROOT, LocalSshd, SandboxSshConfig, as_user
-from tests.helpers import Tether, remote_procs
+from testing.accounts import ensure_user
+from testing.helpers.cli import Tether
+from testing.helpers.users import as_user
+from testing.sshd import host_entry, start_sshd, stop_sshd
+from tests.conftest import IS_ROOT, LocalSshd, SandboxSshConfig
+from tests.helpers import remote_procs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 

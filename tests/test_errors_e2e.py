@@ -12,9 +12,11 @@ import pytest
 
 from jupyter_tether import state
 from jupyter_tether.errors import ExitCode
-from jupyter_tether.sandbox import generate_key, host_entry, write_ssh_config
-from tests.conftest import IS_ROOT, LocalSshd, as_user, home_of
-from tests.helpers import Run, Tether, remote_procs, run_isolated
+from testing.helpers.cli import Run, Tether
+from testing.helpers.users import as_user, home_of
+from testing.sshd import generate_key, host_entry, write_ssh_config
+from tests.conftest import IS_ROOT, LocalSshd
+from tests.helpers import remote_procs, run_isolated
 
 pytestmark = pytest.mark.e2e
 

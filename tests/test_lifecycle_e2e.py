@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_tether import jupyter_api, sandbox, state
+from jupyter_tether import jupyter_api, state
 from jupyter_tether.errors import ExitCode
-from tests.conftest import IS_ROOT, LocalSshd, home_of
-from tests.helpers import Tether, kill_masters, remote_procs
-from tests.test_up_e2e import run_in_kernel
+from testing.accounts import ensure_user
+from testing.helpers.cli import Tether
+from testing.helpers.jupyter import run_in_kernel
+from testing.helpers.ssh import kill_masters
+from testing.helpers.users import home_of
+from testing.sshd import host_entry, start_sshd, stop_sshd
+from tests.conftest import IS_ROOT, LocalSshd
+from tests.helpers import remote_procs
 
 pytestmark = pytest.mark.e2e
 
@@ -194,7 +199,7 @@ def no_streamlocal_sshd(
     sandbox_dir: Path, remote_user: str, client_key: Path, sandbox_ssh_config: object
 ) -> Iterator[str]:
     """An sshd that forbids forwarding to Unix sockets (AllowStreamLocalForwarding no)."""
-    server = sandbox.start_sshd(
+    server = start_sshd(
         sandbox_dir / "sshd-nostream",
         users=[remote_user],
         client_key=client_key,
@@ -202,11 +207,11 @@ def no_streamlocal_sshd(
     )
     try:
         sandbox_ssh_config.add(  # type: ignore[attr-defined]
-            sandbox.host_entry(server, "tt-nostream", user=remote_user)
+            host_entry(server, "tt-nostream", user=remote_user)
         )
         yield "tt-nostream"
     finally:
-        sandbox.stop_sshd(server)
+        stop_sshd(server)
 
 
 def test_tcp_fallback_when_sshd_forbids_socket_forwarding(
@@ -288,14 +293,14 @@ def test_login_shells(
     users = []
     for shell in shells:
         user = f"tt-{Path(shell).name}"
-        sandbox.ensure_user(user, shell=shell)
+        ensure_user(user, shell=shell)
         subprocess.run(["usermod", "-s", shell, user], check=True)
         users.append(user)
-    server = sandbox.start_sshd(sandbox_dir / "sshd-shells", users=users, client_key=client_key)
+    server = start_sshd(sandbox_dir / "sshd-shells", users=users, client_key=client_key)
     try:
         for user in users:
             sandbox_ssh_config.add(  # type: ignore[attr-defined]
-                sandbox.host_entry(server, user, user=user)
+                host_entry(server, user, user=user)
             )
             # The shared JupyterLab env belongs to the test account; these accounts may
             # read and run it, which is all a `env = ...` profile needs.
@@ -312,4 +317,4 @@ def test_login_shells(
             finally:
                 assert tether("down", user).rc == 0
     finally:
-        sandbox.stop_sshd(server)
+        stop_sshd(server)

@@ -24,17 +24,12 @@ import pytest
 
 from jupyter_tether import jupyter_api, provision
 from jupyter_tether.provision import builder_calls
-from jupyter_tether.sandbox import host_entry, start_sshd, stop_sshd
-from tests.conftest import (
-    IS_ROOT,
-    PROV_USER,
-    SandboxSshConfig,
-    SandboxTopology,
-    as_user,
-    home_of,
-)
-from tests.helpers import Tether, remote_procs
-from tests.test_up_e2e import run_in_kernel
+from testing.helpers.cli import Tether
+from testing.helpers.jupyter import run_in_kernel
+from testing.helpers.users import as_user, home_of
+from testing.sshd import host_entry, start_sshd, stop_sshd
+from tests.conftest import IS_ROOT, PROV_USER, SandboxSshConfig, SandboxTopology
+from tests.helpers import remote_procs
 
 pytestmark = [
     pytest.mark.e2e,

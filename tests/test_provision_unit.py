@@ -12,7 +12,7 @@ import pytest
 from jupyter_tether import config, output, probe, provision, ssh
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.provision import builder_calls, copy, index
-from tests.helpers import toml_value
+from testing.helpers.cli import toml_value
 
 UV_FILES = [
     "uv-0.13.9-py3-none-linux_armv6l.whl",

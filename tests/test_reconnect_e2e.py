@@ -15,30 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websocket
 
 from jupyter_tether import jupyter_api, state, supervisor
-from tests.conftest import IS_ROOT, SandboxTopology, as_user, home_of
-from tests.helpers import Tether, remote_procs
-from tests.test_up_e2e import execute
+from testing.helpers.cli import Tether
+from testing.helpers.jupyter import new_kernel, run_on
+from testing.helpers.users import as_user, home_of
+from tests.conftest import IS_ROOT, SandboxTopology
+from tests.helpers import remote_procs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
-
-
-def new_kernel(port: int, token: str) -> str:
-    code, body = jupyter_api.request(port, "POST", "/api/kernels", token, timeout=30)
-    assert code == 201, body
-    return str(json.loads(body)["id"])
-
-
-def run_on(port: int, token: str, kernel: str, code: str) -> str:
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{port}/api/kernels/{kernel}/channels?token={token}", timeout=60
-    )
-    try:
-        return execute(ws, code)
-    finally:
-        ws.close()
 
 
 def wait_answer(port: int, token: str, seconds: float) -> float | None:

@@ -12,32 +12,37 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_tether import sandbox
 from jupyter_tether.errors import TetherError
-from tests.conftest import (
-    LocalSshd,
-    SandboxSshConfig,
-    SandboxTopology,
-    as_user,
-    home_of,
-    needs_root,
+from testing import netns
+from testing.accounts import ensure_user
+from testing.envs import make_jupyter_env
+from testing.helpers.users import as_user, home_of
+from testing.sshd import (
+    HostEntry,
+    free_port,
+    generate_key,
+    host_entry,
+    known_hosts_name,
+    sshd_config_text,
+    start_sshd,
+    stop_sshd,
+    write_ssh_config,
 )
+from tests.conftest import LocalSshd, SandboxSshConfig, SandboxTopology, needs_root
 
 # --------------------------------------------------------------------------- pure logic
 
 
 def test_known_hosts_name_is_bare_on_port_22() -> None:
     # ssh looks up "[host]:port" only for non-default ports.
-    assert sandbox.known_hosts_name("198.18.1.2", 22) == "198.18.1.2"
-    assert sandbox.known_hosts_name("127.0.0.1", 2222) == "[127.0.0.1]:2222"
+    assert known_hosts_name("198.18.1.2", 22) == "198.18.1.2"
+    assert known_hosts_name("127.0.0.1", 2222) == "[127.0.0.1]:2222"
 
 
 def test_ssh_config_pins_keys_and_never_prompts(tmp_path: Path) -> None:
     entries = [
-        sandbox.HostEntry(
-            "a", "127.0.0.1", 2200, "u", tmp_path / "k", host_public_key="ssh-ed25519 AAAA1"
-        ),
-        sandbox.HostEntry(
+        HostEntry("a", "127.0.0.1", 2200, "u", tmp_path / "k", host_public_key="ssh-ed25519 AAAA1"),
+        HostEntry(
             "b",
             "198.18.1.2",
             22,
@@ -47,7 +52,7 @@ def test_ssh_config_pins_keys_and_never_prompts(tmp_path: Path) -> None:
             host_public_key="ssh-ed25519 AAAA2",
         ),
     ]
-    config = sandbox.write_ssh_config(tmp_path / "cfg", entries)
+    config = write_ssh_config(tmp_path / "cfg", entries)
 
     text = config.read_text()
     for option in (
@@ -67,7 +72,7 @@ def test_ssh_config_pins_keys_and_never_prompts(tmp_path: Path) -> None:
 
 
 def test_sshd_config_extra_lines_override_defaults(tmp_path: Path) -> None:
-    text = sandbox.sshd_config_text(
+    text = sshd_config_text(
         workdir=tmp_path,
         host_key=tmp_path / "hk",
         users=["u"],
@@ -84,22 +89,22 @@ def test_sshd_config_extra_lines_override_defaults(tmp_path: Path) -> None:
 
 
 def test_slot_zero_uses_the_documented_addresses() -> None:
-    assert sandbox._slot_addresses(0) == ("198.18.0.1", "198.18.0.2", "198.18.1.1", "198.18.1.2")
+    assert netns._slot_addresses(0) == ("198.18.0.1", "198.18.0.2", "198.18.1.1", "198.18.1.2")
 
 
 @pytest.mark.parametrize("prefix", ["", "Upper", "a-b", "waytoolongprefix"])
 def test_bad_namespace_prefix_is_refused(prefix: str) -> None:
     with pytest.raises(TetherError, match="prefix"):
-        sandbox.build_topology(prefix)
+        netns.build_topology(prefix)
 
 
 def test_unique_prefix_is_valid() -> None:
-    sandbox._check_prefix(sandbox.unique_prefix())
+    netns._check_prefix(netns.unique_prefix())
 
 
 def test_start_sshd_refuses_unknown_account(tmp_path: Path) -> None:
     with pytest.raises(TetherError, match="no such account"):
-        sandbox.start_sshd(tmp_path, users=["no-such-user-tt"])
+        start_sshd(tmp_path, users=["no-such-user-tt"])
 
 
 # --------------------------------------------------------------------------- accounts
@@ -108,8 +113,8 @@ def test_start_sshd_refuses_unknown_account(tmp_path: Path) -> None:
 @pytest.mark.e2e
 @needs_root
 def test_ensure_user_is_idempotent_and_unlocked() -> None:
-    first = sandbox.ensure_user("tether-test")
-    second = sandbox.ensure_user("tether-test")
+    first = ensure_user("tether-test")
+    second = ensure_user("tether-test")
     assert first.pw_uid == second.pw_uid != 0
     assert Path(second.pw_dir).is_dir()
     shadow = {
@@ -155,7 +160,7 @@ def test_forwarding_to_a_remote_unix_socket_works(sshd: LocalSshd) -> None:
     """AllowStreamLocalForwarding: -L from a local port to a Unix socket on the server."""
     # (ssh -W /path, by contrast, opens no channel at all with OpenSSH 9.2: it just hangs.)
     sock_path = Path(f"/tmp/tt-fwd-{os.getpid()}.sock")
-    port = sandbox.free_port()
+    port = free_port()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     forward = [f"-L127.0.0.1:{port}:{sock_path}", "-N", "-oExitOnForwardFailure=yes"]
     client = None
@@ -194,12 +199,10 @@ def _connect_until(address: tuple[str, int], *, deadline: float) -> socket.socke
 
 @pytest.mark.e2e
 def test_a_wrong_host_key_is_refused(sshd: LocalSshd, tmp_path: Path) -> None:
-    sandbox.generate_key(tmp_path / "other_host_key", comment="not the server's")
+    generate_key(tmp_path / "other_host_key", comment="not the server's")
     pub = " ".join((tmp_path / "other_host_key.pub").read_text().split()[:2])
-    entry = sandbox.host_entry(sshd.server, "wrong", user=sshd.user)
-    config = sandbox.write_ssh_config(
-        tmp_path / "cfg", [dataclasses.replace(entry, host_public_key=pub)]
-    )
+    entry = host_entry(sshd.server, "wrong", user=sshd.user)
+    config = write_ssh_config(tmp_path / "cfg", [dataclasses.replace(entry, host_public_key=pub)])
     result = SandboxSshConfig(config).ssh("wrong", "true")
     assert result.returncode == 255
     assert "Host key verification failed" in result.stderr
@@ -211,11 +214,9 @@ def test_stop_sshd_ends_the_server_and_its_sessions(
 ) -> None:
     me = pwd.getpwuid(os.getuid()).pw_name
     workdir = tmp_path_factory.mktemp("sshd")
-    server = sandbox.start_sshd(workdir, users=[me], client_key=client_key)
+    server = start_sshd(workdir, users=[me], client_key=client_key)
     try:
-        config = sandbox.write_ssh_config(
-            workdir / "cfg", [sandbox.host_entry(server, "s", user=me)]
-        )
+        config = write_ssh_config(workdir / "cfg", [host_entry(server, "s", user=me)])
         session = subprocess.Popen(
             ["ssh", "-F", str(config), "s", "echo started; sleep 120"],
             stdin=subprocess.DEVNULL,
@@ -226,14 +227,14 @@ def test_stop_sshd_ends_the_server_and_its_sessions(
         assert session.stdout is not None
         assert session.stdout.readline() == "started\n"
     finally:
-        sandbox.stop_sshd(server)
+        stop_sshd(server)
     try:
         assert session.wait(timeout=15) != 0
     finally:
         session.kill()
     assert not _tcp_connects(server.address, server.port)
     assert not Path(f"/proc/{server.pid}").exists()
-    sandbox.stop_sshd(server)  # a second stop is harmless
+    stop_sshd(server)  # a second stop is harmless
 
 
 # --------------------------------------------------------------------------- Jupyter env
@@ -261,14 +262,14 @@ def test_make_jupyter_env_refuses_to_replace_a_non_venv(tmp_path: Path) -> None:
     precious.mkdir()
     (precious / "notes.txt").write_text("mine")
     with pytest.raises(TetherError, match="not a virtual environment"):
-        sandbox.make_jupyter_env(me, precious)
+        make_jupyter_env(me, precious)
     assert (precious / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.e2e
 def test_jupyter_env_second_call_is_quick(jupyter_env: Path, remote_user: str) -> None:
     start = time.monotonic()
-    assert sandbox.make_jupyter_env(remote_user, jupyter_env) == jupyter_env
+    assert make_jupyter_env(remote_user, jupyter_env) == jupyter_env
     assert time.monotonic() - start < 2
 
 
@@ -342,11 +343,11 @@ def test_cut_and_restore(topology: SandboxTopology) -> None:
 @needs_root
 @pytest.mark.netns
 def test_teardown_removes_everything_and_is_idempotent() -> None:
-    prefix = sandbox.unique_prefix("tx")
-    topo = sandbox.build_topology(prefix)
+    prefix = netns.unique_prefix("tx")
+    topo = netns.build_topology(prefix)
     assert Path("/sys/class/net", topo.host_if).exists()
-    sandbox.teardown_topology(topo)
-    sandbox.teardown_topology(topo)
+    netns.teardown_topology(topo)
+    netns.teardown_topology(topo)
     assert not Path("/sys/class/net", topo.host_if).exists()
     assert not Path("/run/netns", topo.jump_ns).exists()
     assert not Path("/run/netns", topo.server_ns).exists()

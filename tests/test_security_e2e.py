@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 
 from jupyter_tether import jupyter_api, state
-from tests.conftest import IS_ROOT, LocalSshd, as_user, home_of
-from tests.helpers import Tether, remote_procs
-from tests.test_up_e2e import run_in_kernel
+from testing.helpers.cli import Tether
+from testing.helpers.jupyter import run_in_kernel
+from testing.helpers.users import as_user, home_of
+from tests.conftest import IS_ROOT, LocalSshd
+from tests.helpers import remote_procs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not IS_ROOT, reason="needs a second account")]
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import websocket
 
 from jupyter_tether import jupyter_api, state
-from tests.conftest import IS_ROOT, LocalSshd, SandboxTopology, as_user, home_of
-from tests.helpers import Tether, remote_procs
+from testing.helpers.cli import Tether
+from testing.helpers.jupyter import run_in_kernel
+from testing.helpers.users import as_user, home_of
+from tests.conftest import IS_ROOT, LocalSshd, SandboxTopology
+from tests.helpers import remote_procs
 
 pytestmark = pytest.mark.e2e
 
@@ -30,57 +30,6 @@ def served(tether: Tether, sshd: LocalSshd, jupyter_env: Path) -> Iterator[dict[
     info: dict[str, Any] = json.loads(res.out)
     yield info
     tether("down", "tt-server")
-
-
-def run_in_kernel(port: int, token: str, code: str) -> str:
-    """Start a kernel through the REST API and run ``code`` over its websocket."""
-    status, body = jupyter_api.request(port, "POST", "/api/kernels", token, timeout=30)
-    assert status == 201, body
-    kernel = json.loads(body)["id"]
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{port}/api/kernels/{kernel}/channels?token={token}", timeout=60
-    )
-    try:
-        return execute(ws, code)
-    finally:
-        ws.close()
-
-
-def execute(ws: Any, code: str) -> str:
-    msg_id = uuid.uuid4().hex
-    ws.send(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "username": "test",
-                    "session": uuid.uuid4().hex,
-                    "msg_type": "execute_request",
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "content": {"code": code, "silent": False, "store_history": True},
-                "channel": "shell",
-            }
-        )
-    )
-    out: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # bounded: one cell, two minutes at most
-        msg = json.loads(ws.recv())
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind = msg["msg_type"]
-        if kind == "execute_result":
-            out.append(str(msg["content"]["data"]["text/plain"]))
-        elif kind == "stream":
-            out.append(str(msg["content"]["text"]))
-        elif kind == "error":
-            raise AssertionError(f"kernel error: {msg['content']['ename']}")
-        elif kind == "status" and msg["content"]["execution_state"] == "idle":
-            return "".join(out).strip()
-    raise AssertionError("no result from the kernel within 2 minutes")
 
 
 def test_up_serves_jupyterlab_and_runs_a_kernel(tether: Tether, served: dict[str, Any]) -> None:

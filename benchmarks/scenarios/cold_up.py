@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import manual
-from benchmarks.bench import BARE_USER, Bench, home, reset_home
+from benchmarks.bench import BARE_USER, Bench, reset_home
 from benchmarks.probes import wait_answering
 from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
 from benchmarks.scenarios.warm_up import endpoint_of
 from benchmarks.sizes import Sizes
-from jupyter_tether.sandbox import free_port
+from testing.helpers.users import home_of
+from testing.sshd import free_port
 
 JUPYTER = "~/jl/bin/jupyter"
 PIP_DOWNLOAD = ("/usr/bin/python3", "-m", "pip", "download", "--quiet", "--no-cache-dir")
@@ -111,7 +112,7 @@ def _caches_warm(
     workstation keeps its cache."""
     fig = Figure(f"tether up, {label}, caches warm: total", "s", versus=manual_total)
     bench.tether("down", host, timeout=120)
-    shutil.rmtree(home(BARE_USER) / ".local/share/jupyter-tether/envs", ignore_errors=True)
+    shutil.rmtree(home_of(BARE_USER) / ".local/share/jupyter-tether/envs", ignore_errors=True)
     try:
         info, seconds = _up_answering(bench, host, "with warm caches", env=env)
     except NotMeasured as exc:

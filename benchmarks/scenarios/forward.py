@@ -16,12 +16,13 @@ import os
 from pathlib import Path
 
 from benchmarks import manual
-from benchmarks.bench import BENCH_USER, Bench, home, write_as
+from benchmarks.bench import BENCH_USER, Bench, write_as
 from benchmarks.probes import Endpoint, download, kernel_latencies, rest_latencies, wait_answering
 from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
 from benchmarks.scenarios.warm_up import endpoint_of, running_server
 from benchmarks.sizes import Sizes
 from benchmarks.stats import percentile
+from testing.helpers.users import home_of
 
 PATHS = ("ssh -L", "tether", "direct socket")
 
@@ -57,7 +58,7 @@ def _endpoints(bench: Bench, stack: contextlib.ExitStack) -> dict[str, Endpoint]
 
 def _payload(bench: Bench, stack: contextlib.ExitStack, megabytes: int) -> tuple[str, int]:
     name = f"tether-bench-{megabytes}MB.bin"
-    path = home(BENCH_USER) / name
+    path = home_of(BENCH_USER) / name
     size = megabytes << 20
     write_as(BENCH_USER, path, os.urandom(size))
     stack.callback(Path.unlink, path, missing_ok=True)

@@ -39,8 +39,9 @@ from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
 from benchmarks.scenarios.scale import NO_SUPERVISOR, supervisor_pid
 from benchmarks.scenarios.warm_up import endpoint_of, up
 from benchmarks.sizes import Sizes
-from jupyter_tether import sandbox
-from jupyter_tether.sandbox import free_port
+from jupyter_tether.proc import descendants, pid_alive
+from testing.netns import Topology
+from testing.sshd import free_port
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "autossh default": (),
@@ -67,7 +68,7 @@ def _server(bench: Bench, stack: contextlib.ExitStack) -> tuple[Remote, dict[str
 
 
 def _ssh_child(pid: int) -> int | None:
-    for generation in sandbox._descendants(pid):
+    for generation in descendants(pid):
         for child in generation:
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{child}/comm").read_text().strip() == "ssh":
@@ -75,16 +76,8 @@ def _ssh_child(pid: int) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def cut_and_watch(
-    topo: sandbox.Topology, ep: Endpoint, watched: int, cut: float, restore_wait: float
+    topo: Topology, ep: Endpoint, watched: int, cut: float, restore_wait: float
 ) -> tuple[float | None, float | None]:
     """Cut the link for ``cut`` s; (detect, restore) seconds, None where it did not happen."""
     detect = None
@@ -92,7 +85,7 @@ def cut_and_watch(
     start = time.monotonic()
     try:
         while time.monotonic() - start < cut:
-            if detect is None and not _alive(watched):
+            if detect is None and not pid_alive(watched):
                 detect = time.monotonic() - start
             time.sleep(0.05)
     finally:
@@ -210,7 +203,7 @@ def soak_lengths(sizes: Sizes, repetition: int) -> list[float]:
 
 
 def cuts_in_a_row(
-    topo: sandbox.Topology, ep: Endpoint, lengths: Sequence[float], restore_wait: float
+    topo: Topology, ep: Endpoint, lengths: Sequence[float], restore_wait: float
 ) -> list[float]:
     """Cut the link for each length in turn; after each, the seconds until ``ep`` answers
     again. Stops at the first cut it does not recover from (fewer values than cuts)."""

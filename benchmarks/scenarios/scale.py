@@ -14,7 +14,7 @@ from typing import Any
 from benchmarks.bench import Bench, scale_host
 from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
 from benchmarks.sizes import Sizes
-from jupyter_tether import sandbox
+from jupyter_tether.proc import descendants
 
 SERVER_RSS = Figure("RSS per idle Jupyter server", "MB", absolute=True)
 MASTER_RSS = Figure("RSS per ssh master (workstation)", "MB", absolute=True)
@@ -24,7 +24,7 @@ SUPERVISOR_RSS = Figure("RSS per tunnel supervisor (workstation)", "MB", absolut
 
 def rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and its descendants, in MB."""
-    pids = [pid, *(p for gen in sandbox._descendants(pid) for p in gen)]
+    pids = [pid, *(p for gen in descendants(pid) for p in gen)]
     total = 0
     for p in pids:
         try:

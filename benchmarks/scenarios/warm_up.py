@@ -17,7 +17,7 @@ from benchmarks.bench import Bench, TetherRun
 from benchmarks.probes import Endpoint, wait_answering
 from benchmarks.registry import Figure, NotMeasured, Outcome, scenario
 from benchmarks.sizes import Sizes
-from jupyter_tether.sandbox import free_port
+from testing.sshd import free_port
 
 MANUAL = Figure("manual: server list + ssh -L", "s")
 TETHER = Figure("tether up", "s", versus=MANUAL.name)

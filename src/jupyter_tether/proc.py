@@ -1,8 +1,9 @@
-"""The one subprocess wrapper.
+"""The one subprocess wrapper, and the workstation's view of running processes.
 
-Takes argv lists only (never a shell string), logs the argv at debug level (callers
-never put secrets in argv: tokens travel over stdin), and turns a missing executable
-into a plain-words error instead of a traceback.
+:func:`run` takes argv lists only (never a shell string), logs the argv at debug level
+(callers never put secrets in argv: tokens travel over stdin), and turns a missing
+executable into a plain-words error instead of a traceback. :func:`pid_alive`,
+:func:`descendants` and :func:`terminate` read and end process trees from ``/proc``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -120,3 +122,54 @@ def _pump(source: IO[bytes], fed: Callable[[int], None]) -> int:
 
 def package_hint(program: str) -> str:
     return {"ssh": "openssh-client", "sshd": "openssh-server"}.get(program, program)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process of ours.
+
+    A zombie still answers signal 0 but has finished all the same; a process we may not
+    signal (another user's, which the pid may have been reused for) is not ours.
+    """
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    with contextlib.suppress(OSError):
+        # The command name in field 2 may contain spaces and parentheses.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def descendants(pid: int) -> list[list[int]]:
+    """The descendants of ``pid`` by generation: children, grandchildren, ..."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    generations: list[list[int]] = []
+    current = [pid]
+    while current:
+        current = [child for parent in current for child in parents.get(parent, [])]
+        if current:
+            generations.append(current)
+    return generations
+
+
+def terminate(pids: Sequence[int], *, timeout: float = 5.0) -> None:
+    """SIGTERM ``pids``, wait until they are gone, SIGKILL what is left (all bounded)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not any(pid_alive(p) for p in pids):
+            return

@@ -43,6 +43,7 @@ from typing import Any
 from jupyter_tether import batch, jupyter_api, paths, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.errors import TetherError
+from jupyter_tether.proc import pid_alive
 from jupyter_tether.remote import protocol
 
 INTERVAL = 1.0  # seconds between health checks while connected
@@ -77,24 +78,13 @@ def _lock_path(name: str) -> Path:
     return _dir() / f"{name}.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
-            return False
-    return True
-
-
 def read_status(name: str) -> dict[str, Any] | None:
     """The supervisor's last word, or None if none runs for ``name``."""
     try:
         data = json.loads(status_path(name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not _pid_alive(int(data.get("pid", 0))):
+    if not isinstance(data, dict) or not pid_alive(int(data.get("pid", 0))):
         return None
     return data
 
@@ -138,9 +128,9 @@ def stop(name: str) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             break
     status_path(name).unlink(missing_ok=True)
     return True

@@ -84,7 +84,9 @@ def test_jupyter_runs_on_a_compute_node_and_down_cancels_it(
     assert "python" not in listeners and "jupyter" not in listeners, listeners
     sock = tether_remote(tether)
     connect = f"import socket; socket.socket(socket.AF_UNIX).connect({sock!r})"
-    other = lab.node_exec(job["node"], ["runuser", "-u", other_user, "--", "python3", "-c", connect])
+    other = lab.node_exec(
+        job["node"], ["runuser", "-u", other_user, "--", "python3", "-c", connect]
+    )
     assert other.returncode != 0 and "PermissionError" in other.stderr, other.stderr
     login = lab.as_user(other_user, ["python3", "-c", connect])
     assert login.returncode != 0 and "FileNotFoundError" in login.stderr, login.stderr

@@ -1,0 +1,1 @@
+"""What the test suite and the benchmarks both use to drive and inspect a sandbox."""
