@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from jupyter_tether.demo_sshd import (
+from jupyter_tether.demo_client import (
     HostEntry,
+    host_entry,
+    known_hosts_name,
+    ssh_config_text,
+    write_ssh_config,
+)
+from jupyter_tether.demo_sshd import (
     SshServer,
     find_sshd,
     free_port,
     generate_key,
-    host_entry,
-    known_hosts_name,
-    ssh_config_text,
     sshd_config_text,
     stop_sshd,
-    write_ssh_config,
 )
 from jupyter_tether.demo_sshd import start_sshd as _start_sshd
 from jupyter_tether.proc import run

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jupyter_tether import demo_sshd, jupyter_api, state
+from jupyter_tether import demo_client, demo_sshd, jupyter_api, state
 from jupyter_tether.commands import down, up
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -35,8 +35,8 @@ def demo(
     say(f"• sandbox  a throwaway sshd on 127.0.0.1 for {user} (in {work})")
     server = demo_sshd.start_sshd(work / "sshd", users=[user])
     try:
-        config = demo_sshd.write_ssh_config(
-            work / "ssh_config", [demo_sshd.host_entry(server, ALIAS, user=user)]
+        config = demo_client.write_ssh_config(
+            work / "ssh_config", [demo_client.host_entry(server, ALIAS, user=user)]
         )
         # No `env`: the sandbox account has no Jupyter, so `up` provisions one, exactly
         # as on a real server (uv copied over, an environment built in the home dir).
