@@ -84,6 +84,12 @@ def _used_slots() -> set[int]:
     return {int(m.group(1)) // 2 for m in re.finditer(r"inet 198\.18\.(\d+)\.\d+/", out)}
 
 
+def free_slot() -> int:
+    """The first address slot (see :func:`_slot_addresses`) no interface here uses."""
+    used = _used_slots()
+    return next(s for s in range(128) if s not in used)
+
+
 def ensure_blackhole() -> None:
     """Keep packets for 198.18.0.0/15 on this machine, whatever the links do. Root only."""
     require_root("adding a blackhole route")
@@ -104,8 +110,7 @@ def build_topology(prefix: str, *, slot: int | None = None) -> Topology:
     ensure_blackhole()
     teardown_prefix(prefix)
     if slot is None:
-        used = _used_slots()
-        slot = next(s for s in range(128) if s not in used)
+        slot = free_slot()
     jump_ns, server_ns, host_if = _names(prefix)
     host_addr, jump_addr, jump_inner, server_addr = _slot_addresses(slot)
     topology = Topology(

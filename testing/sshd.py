@@ -50,10 +50,13 @@ def start_sshd(
     netns: str | None = None,
     extra_config: Sequence[str] = (),
     client_key: Path | None = None,
+    inside: Sequence[str] | None = None,
 ) -> SshServer:
     """:func:`jupyter_tether.demo_sshd.start_sshd`, or with ``netns`` inside that
     network namespace (``ip netns exec``; root only), on port 22 unless told: all the
-    namespace's ports are ours."""
+    namespace's ports are ours. ``inside`` replaces ``ip netns exec`` with another
+    argv prefix that enters the namespace (an ``nsenter`` that also enters a mount
+    namespace, say)."""
     if netns is None:
         return _start_sshd(
             workdir,
@@ -64,13 +67,15 @@ def start_sshd(
             client_key=client_key,
         )
     require_root("running sshd in a network namespace")
-    inside = exec_argv(netns)
+    if inside is None:
+        inside = exec_argv(netns)
+    prefix = list(inside)
 
     def answers(server: SshServer) -> bool:
         # The address may be unreachable from here (that is the point of a namespace),
         # so ask from inside: ssh-keyscan also checks that the key exchange completes.
         scan = ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(server.port), server.address]
-        result = run([*inside, *scan], timeout=10, stdin_devnull=True)
+        result = run([*prefix, *scan], timeout=10, stdin_devnull=True)
         return result.ok and server.host_public_key in result.stdout
 
     return _start_sshd(
@@ -80,6 +85,6 @@ def start_sshd(
         port=port if port is not None else 22,
         extra_config=extra_config,
         client_key=client_key,
-        argv_prefix=inside,
+        argv_prefix=prefix,
         answers=answers,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("warm_up", "forward", "scale", "cold_up", "reconnect")
+MODULES = ("warm_up", "forward", "scale", "cold_up", "reconnect", "cluster_up")
 
 
 def load() -> None:

@@ -60,7 +60,7 @@ def ls(tether: Tether) -> dict[str, Any]:
 
 def session_exists(lab: Cluster, user: str) -> bool:
     probe = lab.as_user(user, ["test", "-e", f".local/state/jupyter-tether/jobs/{PROFILE}"])
-    return probe.returncode == 0
+    return bool(probe.returncode == 0)
 
 
 def test_jupyter_runs_on_a_compute_node_and_down_cancels_it(
@@ -263,3 +263,18 @@ def test_without_the_bridge_ssh_to_the_node_then_tcp(
         assert code == 403  # without the token
     finally:
         lab.as_user(remote_user, ["rm", "-rf", "bin"])
+
+
+def test_a_login_node_used_as_a_server_says_once_how_to_use_the_nodes(
+    tether: Tether, lab: Cluster, remote_user: str, jupyter_env: Path
+) -> None:
+    tether.profile("plain", ssh=lab.alias(remote_user), env=str(jupyter_env))
+    try:
+        first = tether("up", "plain", "--no-browser")
+        assert first.rc == 0, first.err
+        assert "is a slurm login node" in first.err and "--scheduler" in first.err
+        second = tether("up", "plain", "--no-browser")
+        assert second.rc == 0, second.err
+        assert "login node" not in second.err
+    finally:
+        tether("down", "plain")
