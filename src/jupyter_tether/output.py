@@ -26,10 +26,17 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     timings: dict[str, float] = field(default_factory=dict)
     bytes_copied: int = 0  # to the server (uv, wheels), for --json and benchmarks
+    notes: list[str] = field(default_factory=list)  # what --json output must carry too
 
     def say(self, text: str) -> None:
         if not self.quiet:
             print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A line the user must see even with --json (a warning, a new job): said, and
+        kept for the JSON result's ``notes``."""
+        self.notes.append(text.strip())
+        self.say(text)
 
     @contextlib.contextmanager
     def phase(self, name: str, detail: str = "") -> Iterator[None]:

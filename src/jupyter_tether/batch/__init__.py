@@ -89,7 +89,7 @@ def start(
         else:
             ended = answer.get("ended")
             how = ended["how"] if ended else status.state
-            progress.say(f"  the last job ({old.id}) has ended ({how}): submitting a new one")
+            progress.note(f"  the last job ({old.id}) has ended ({how}): submitting a new one")
     submitted = job is None
     if job is None:
         with progress.phase("submit", f"{profile.scheduler} job on {found.hostname}"):
@@ -120,7 +120,7 @@ def start(
         target, method = reach(login, profile, found, job, ready, host_key, progress=progress)
     job = dataclasses.replace(job, node=node, method=method, path=found.login_path)
     if method == "tcp":
-        progress.say(
+        progress.note(
             f"  warning: Jupyter listens on {ready.get('address')}:{ready.get('port')} on {node}: "
             "other users of the cluster can reach that port, which only the token protects"
         )

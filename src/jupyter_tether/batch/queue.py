@@ -192,7 +192,7 @@ def wait_ready(
                 pass
             else:
                 if isinstance(exc, KeyboardInterrupt):
-                    progress.say(f"cancelled job {job.id} ({line(status)})")
+                    progress.note(f"cancelled job {job.id} ({line(status)})")
         raise
 
 

@@ -220,6 +220,7 @@ def _finish(
                 "supervisor": supervisor_pid,
                 "autostart": hook,
                 "job": rec.job,
+                "notes": progress.notes,
             }
         )
     else:
