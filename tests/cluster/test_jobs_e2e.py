@@ -250,7 +250,7 @@ def test_a_stopped_controller_is_unknown_and_cancels_nothing(
 
 
 def test_without_the_bridge_ssh_to_the_node_then_tcp(
-    tether: Tether, hpc: str, lab: Cluster, remote_user: str, client_key: Path
+    tether: Tether, hpc: str, lab: Cluster, remote_user: str, client_key: Path, tether_home: Path
 ) -> None:
     # A site where srun into a running job is not allowed: the user's own srun fails.
     fake = "mkdir -p ~/bin && printf '#!/bin/sh\\nexit 1\\n' >~/bin/srun && chmod 755 ~/bin/srun"
@@ -261,9 +261,11 @@ def test_without_the_bridge_ssh_to_the_node_then_tcp(
         nodes.write_text(
             nodes.read_text()
             + f"\nHost {' '.join(NODES)}\n    IdentityFile {client_key}\n    IdentitiesOnly yes\n"
+            # The nodes' keys are new each run: learnt here, never in the real ~/.ssh.
+            + f"    UserKnownHostsFile {tether_home / 'known_hosts_nodes'}\n"
         )
         info = up(tether)
-        assert info["job"]["method"] == "ssh"
+        assert info["job"]["method"] == "ssh", info["notes"]
         assert jupyter_api.status(info["local_port"], info["url"].split("token=")[1]) is not None
         tether("down", PROFILE)
 

@@ -140,7 +140,7 @@ def reach(
         progress.say(f"  ssh to {ready.get('node')} through {login.destination}")
         return target, "ssh"
     for line in tried:
-        progress.say(f"  cannot reach the node by {line}")
+        progress.note(f"  cannot reach the node by {line}")
     raise TetherError(
         f"cannot reach job {job.id} on {ready.get('node')}: " + "; ".join(tried),
         code=ExitCode.SSH_CONNECT,
