@@ -19,7 +19,8 @@ from jupyter_tether.schedulers import JobStatus, Partition
 from jupyter_tether.schedulers.slurm import hopeless, hopeless_error
 
 QUEUE_WAIT = 12 * 3600.0  # the longest `up` waits for a pending job before giving up
-POLL = (0.25, 2.0)  # the first and the longest pause between two looks at the job
+POLL = (0.25, 2.0)  # the first and the longest pause between two looks at a queued job
+POLL_RUNNING = 0.1  # once it runs, Jupyter is seconds away: look often (one round trip)
 OUTPUT_LINES = 30  # of the job's output, shown when it failed
 
 
@@ -179,8 +180,10 @@ def wait_ready(
             elif text != shown:
                 progress.say(text)
             shown = text
+            if status.state == "running":
+                pause = POLL_RUNNING
             time.sleep(pause)
-            pause = min(pause * 1.5, POLL[1])
+            pause = min(pause * 1.5, POLL[1]) if status.state != "running" else POLL_RUNNING
     except BaseException as exc:
         if live and shown:
             sys.stderr.write("\r\x1b[K")
