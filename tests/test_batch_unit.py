@@ -218,3 +218,19 @@ def test_a_job_record_round_trips_and_an_ending_is_read_from_the_output() -> Non
     assert batch.ending(answer) == "the time limit"  # type: ignore[arg-type]
     assert batch.ending({"output": "*** JOB 7 ON n1 CANCELLED AT 2026 ***"}) == "scancel"  # type: ignore[typeddict-item]
     assert batch.ending({"output": ""}) is None  # type: ignore[typeddict-item]
+
+
+def test_the_warning_before_the_end_reaches_the_desktop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_tether import supervisor
+
+    said = tmp_path / "said"
+    fake = tmp_path / "notify-send"
+    fake.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >{said}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert supervisor.notify("jupyter-tether", "job 7 of hpc ends in about 5 min")
+    assert said.read_text() == "-a|jupyter-tether|jupyter-tether|job 7 of hpc ends in about 5 min|"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert supervisor.notify("jupyter-tether", "nobody to tell") is False

@@ -69,33 +69,46 @@ def session_exists(lab: Cluster, user: str) -> bool:
     return bool(probe.returncode == 0)
 
 
+def tcp_listeners(lab: Cluster, node: str) -> list[str]:
+    """``ss -ltnp`` on ``node``, but for slurmd's own port."""
+    out = lab.node_exec(node, ["ss", "-Hltnp"]).stdout
+    return [line for line in out.splitlines() if "slurmd" not in line]
+
+
 def test_jupyter_runs_on_a_compute_node_and_down_cancels_it(
-    tether: Tether, hpc: str, lab: Cluster, remote_user: str, other_user: str
+    tether: Tether,
+    hpc: str,
+    lab: Cluster,
+    remote_user: str,
+    other_user: str,
+    tether_home: Path,
 ) -> None:
     info = up(tether)
     job = info["job"]
     assert job["id"] and job["node"] in NODES and job["method"] == "bridge"
     port, token = info["local_port"], info["url"].split("token=")[1]
+
+    # No TCP listener of the job on its node before any kernel runs; a kernel then adds
+    # only ipykernel's IOPub pipe on the node's loopback (hard-wired in ipykernel, and
+    # yielding nothing to a subscriber: SECURITY.md), never a port of Jupyter's.
+    assert tcp_listeners(lab, job["node"]) == []
     kernel = new_kernel(port, token)
     assert run_on(port, token, kernel, "import socket; print(socket.gethostname())") == job["node"]
+    listeners = tcp_listeners(lab, job["node"])
+    assert all(line.split()[3].startswith("127.0.0.1:") for line in listeners), listeners
+    assert len(listeners) <= 1, listeners
+    assert not any(f"pid={info['pid']}," in line for line in listeners), listeners
+
     row = ls(tether)
     assert row["job"]["id"] == job["id"] and row["job"]["state"] == "running"
     assert 0 < row["job"]["time_left"] <= 600
     queued = lab.squeue(int(job["id"]))
     assert queued and queued[0].state == "RUNNING" and queued[0].user == remote_user
+    logs = tether("logs", PROFILE)
+    assert logs.rc == 0 and f"Jupyter is up on {job['node']} (job {job['id']})" in logs.out
 
-    # No TCP listener of the job on its node; its socket unreachable for another user
-    # there, and absent on the login node (each machine has its own /tmp).
-    # The one loopback port per kernel is ipykernel's IOPub pipe (SECURITY.md); Jupyter
-    # itself listens on no TCP port, and nothing listens beyond the node's loopback.
-    listeners = [
-        line
-        for line in lab.node_exec(job["node"], ["ss", "-Hltnp"]).stdout.splitlines()
-        if "slurmd" not in line
-    ]
-    assert all(line.split()[3].startswith("127.0.0.1:") for line in listeners), listeners
-    assert len(listeners) <= 1, listeners  # the one kernel's IOPub pipe at most
-    assert not any(f"pid={info['pid']}," in line for line in listeners), listeners
+    # The socket: unreachable for another user on the node, absent on the login node
+    # (each machine has its own /tmp).
     sock = tether_remote(tether)
     connect = f"import socket; socket.socket(socket.AF_UNIX).connect({sock!r})"
     other = lab.node_exec(
@@ -113,6 +126,7 @@ def test_jupyter_runs_on_a_compute_node_and_down_cancels_it(
         time.sleep(0.5)
     assert active(lab, remote_user) == []
     assert not session_exists(lab, remote_user)
+    assert not (tether_home / "state" / "jobs" / PROFILE).exists()  # nor its bridge key
     assert jupyter_api.status(port, token, timeout=2) is None
 
 
