@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import threading
 import time
 
@@ -87,7 +88,7 @@ def _recipe(bench: Bench, lab: Cluster) -> tuple[float, float | None]:
     proc = None
     try:
         manual.remote(bench, host, f"rm -f {OUTPUT}")
-        res = bench.ssh(host, f"printf %s {_quote(script)} | sbatch --parsable")
+        res = bench.ssh(host, f"printf %s {shlex.quote(script)} | sbatch --parsable")
         job = res.stdout.strip().split(";")[0]
         if res.returncode != 0 or not job.isdigit():
             raise NotMeasured(f"sbatch: {res.stderr.strip()}")
@@ -116,10 +117,6 @@ def _recipe(bench: Bench, lab: Cluster) -> tuple[float, float | None]:
             manual.stop(proc)
         if job:
             bench.ssh(host, f"scancel {job}")
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 @scenario(

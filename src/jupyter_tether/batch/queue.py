@@ -181,9 +181,10 @@ def wait_ready(
                 progress.say(text)
             shown = text
             if status.state == "running":
-                pause = POLL_RUNNING
-            time.sleep(pause)
-            pause = min(pause * 1.5, POLL[1]) if status.state != "running" else POLL_RUNNING
+                time.sleep(POLL_RUNNING)
+            else:
+                time.sleep(pause)
+                pause = min(pause * 1.5, POLL[1])
     except BaseException as exc:
         if live and shown:
             sys.stderr.write("\r\x1b[K")
