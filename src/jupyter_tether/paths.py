@@ -7,6 +7,7 @@ environment variables instead of touching the real home directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -90,18 +91,38 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+# A full or read-only disk: the user can fix these, so they get a message, not a traceback.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def write_private(path: Path, data: str) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` atomically, readable by the owner only (0600).
+
+    The old file stays whole until the new one is complete on disk (written, flushed,
+    fsynced, then renamed over it), so a full disk or a crash never leaves half a file.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            Path(tmp).replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        raise TetherError(
+            f"cannot write {path}: {os.strerror(exc.errno or 0)}",
+            hint=f"free some space on the file system that holds {path.parent} (see `df -h`), "
+            "or point JUPYTER_TETHER_STATE_DIR elsewhere; the files there are unchanged",
+            code=ExitCode.ERROR,
+        ) from None
 
 
 @contextlib.contextmanager

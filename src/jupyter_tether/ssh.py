@@ -146,8 +146,10 @@ def ensure_master(target: Target, *, batch: bool = False) -> bool:
     if not target.multiplexed:
         return False
     with _master_lock(target):
-        if master_alive(target):
+        check = proc.run(target.control_argv("check"), timeout=10, stdin_devnull=True)
+        if check.ok:
             return False
+        _remove_stale_socket(target, check.stderr)
         res = proc.run(
             target.master_argv(batch=batch),
             timeout=target.connect_timeout + (10 if batch else 100),
@@ -159,6 +161,18 @@ def ensure_master(target: Target, *, batch: bool = False) -> bool:
                 err.hint = f"this login needs you at a terminal: `tether open {target.destination}`"
             raise err
         return True
+
+
+def _remove_stale_socket(target: Target, check_stderr: str) -> None:
+    """A master killed with SIGKILL leaves its control socket behind, and a new
+    ``ControlMaster=yes`` then runs without multiplexing ("ControlSocket ... already
+    exists, disabling multiplexing"): every later ``-O forward`` fails.  Remove it."""
+    m = re.search(r"connect\((.+)\): Connection refused", check_stderr)
+    if m is None or target.control_dir is None:
+        return
+    sock = Path(m.group(1))
+    if sock.parent == target.control_dir and sock.is_socket():
+        sock.unlink(missing_ok=True)
 
 
 def exit_master(target: Target) -> None:

@@ -112,7 +112,9 @@ def set_host_fact(ssh: str, key: str, value: Any) -> None:
     paths.write_private(path, json.dumps(data))
 
 
-def lock(name: str, *, timeout: float = 300) -> contextlib.AbstractContextManager[None]:
+def lock(
+    name: str, *, timeout: float = 300, busy: TetherError | None = None
+) -> contextlib.AbstractContextManager[None]:
     """One local `up`/`open`/`down` per server at a time, so concurrent commands agree on
     one record and one local port (the server side has its own lock)."""
     # Not "locks": on a server that is also the workstation (the demo, or `tether up
@@ -120,7 +122,8 @@ def lock(name: str, *, timeout: float = 300) -> contextlib.AbstractContextManage
     return paths.hold_lock(
         paths.state_dir() / "client-locks" / f"{name}.lock",
         timeout=timeout,
-        busy=TetherError(
+        busy=busy
+        or TetherError(
             f"another tether command has been busy with {name!r} for {timeout:.0f} s",
             hint="wait for it to finish (it may be waiting for a password prompt)",
             code=ExitCode.ERROR,

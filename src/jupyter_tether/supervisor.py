@@ -58,6 +58,7 @@ REVIVES = (3, 600.0)  # at most 3 revivals of a dead server per 10 minutes
 GIVE_UP = 24 * 3600.0  # a supervisor failing for a whole day stops
 JOB_EVERY = 30.0  # seconds between two looks at a batch job's time left
 WARN_BEFORE = (900, 300)  # seconds before a job's end when the user is warned
+_BUSY = TetherError("a tether command on this workstation is working on it")
 
 
 def _dir() -> Path:
@@ -157,7 +158,8 @@ class _Supervisor:
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{stamp} {self.name}: {text}", flush=True)
+        with contextlib.suppress(OSError):  # a full disk must not end the tunnel
+            print(f"{stamp} {self.name}: {text}", flush=True)
 
     def set(self, state_: str, detail: str = "") -> None:
         if state_ != self.status["state"]:
@@ -166,7 +168,12 @@ class _Supervisor:
         self.status["state"] = state_
         self.status["detail"] = detail
         self.status["checked"] = time.time()
-        paths.write_private(status_path(self.name), json.dumps(self.status))
+        self.save()
+
+    def save(self) -> None:
+        # On a full disk the old record stays (atomic write); the tunnel matters more.
+        with contextlib.suppress(TetherError):
+            paths.write_private(status_path(self.name), json.dumps(self.status))
 
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -225,7 +232,10 @@ class _Supervisor:
                 self.set("failed", "could not reconnect for a day; giving up")
                 return 1
             try:
-                self.repair(rec, result)
+                # `up`, `open` and `down` hold this lock while they work on the server:
+                # their own restart or re-forward is not a fault to repair meanwhile.
+                with state.lock(self.name, timeout=0, busy=_BUSY):
+                    self.repair(rec, result)
             except TetherError as exc:
                 if self.status["state"] != "failed":
                     self.set("reconnecting", exc.message)
@@ -308,7 +318,7 @@ class _Supervisor:
         job = batch.Job.from_dict(rec.job)
         status, answer = batch.look_at(Agent(self.login(rec), rec.python), rec.name, job, job.path)
         self.status.update(job_state=status.state, time_left=status.time_left)
-        paths.write_private(status_path(self.name), json.dumps(self.status))
+        self.save()
         left = status.time_left
         due = [w for w in WARN_BEFORE if left is not None and left <= w and w not in self.warned]
         if due or (answer.get("warned") and WARN_BEFORE[0] not in self.warned):

@@ -9,6 +9,7 @@ from jupyter_tether import batch, jupyter_api, output, ssh, state, supervisor
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import target_for
 from jupyter_tether.errors import TetherError
+from jupyter_tether.proc import pid_alive
 
 
 def ls(*, names: list[str] | None = None, as_json: bool = False) -> int:
@@ -139,6 +140,14 @@ def _tunnel(name: str) -> dict[str, Any]:
     st = supervisor.read_status(name)
     if st is None:
         return {"state": "none", "detail": f"no supervisor; `tether open {name}` starts one"}
+    pid = st.get("pid")
+    live = ("connecting", "connected", "reconnecting")
+    if st.get("state") in live and isinstance(pid, int) and not pid_alive(pid):
+        # Killed (SIGKILL, a reboot) without a word: its last record says it still works.
+        return {
+            "state": "none",
+            "detail": f"the supervisor (pid {pid}) is gone; `tether open {name}` starts one",
+        }
     return {k: st.get(k) for k in ("state", "since", "detail", "reconnects", "revives", "pid")}
 
 

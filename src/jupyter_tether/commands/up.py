@@ -73,6 +73,20 @@ def _up(
     launched = False  # this command may have started a server that no record names yet
     job: batch.Job | None = None
     forward_target = target
+
+    def undo() -> None:
+        # Leave nothing behind that this command created: an interrupted or failed `up`
+        # leaves the old state or the new one, never a server without a record.
+        if launched and job is not None:
+            _cancel_job(target, profile, found, job, python)
+        elif launched:
+            _take_down(target, profile.name, python)
+        if forward_target is not target:
+            ssh.exit_master(forward_target)
+        # A master nobody uses goes too.
+        if started_master:
+            release_master(target)
+
     try:
         with progress.phase("probe"):
             found = probe.probe(target)
@@ -100,17 +114,7 @@ def _up(
                 target, profile, found, previous, python=python, port=port, progress=progress
             )
     except BaseException:
-        # Leave nothing behind that this command created: an interrupted or failed `up`
-        # leaves the old state or the new one, never a server without a record.
-        if launched and job is not None:
-            _cancel_job(target, profile, found, job, python)
-        elif launched:
-            _take_down(target, profile.name, python)
-        if forward_target is not target:
-            ssh.exit_master(forward_target)
-        # A master nobody uses goes too.
-        if started_master:
-            release_master(target)
+        undo()
         raise
     rec = state.Record(
         name=profile.name,
@@ -129,6 +133,11 @@ def _up(
         launcher=server.get("launcher"),
         job=job.as_dict() if job else None,
     )
+    try:
+        state.save(rec)  # a full disk stops here, before anything depends on the record
+    except BaseException:
+        undo()
+        raise
     return _finish(
         rec,
         profile,
@@ -194,7 +203,6 @@ def _finish(
 ) -> int:
     """Record the server, hand it to the supervisor, and tell the user."""
     local_port = rec.local_port
-    state.save(rec)
     # From here on the supervisor owns the forward: it re-creates it on this port after
     # a network drop, and brings the server back if it is gone.
     supervisor_pid = supervisor.start(profile.name)
