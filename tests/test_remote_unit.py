@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -307,6 +308,62 @@ def test_status_lists_recorded_servers_without_their_tokens() -> None:
     assert servers.op_status({"name": "other"})["servers"] == []
     assert servers.op_down({"name": "aura"})["stopped"] is True
     assert not os.path.exists(p.server)
+
+
+def test_down_leaves_word_of_who_stopped_it_and_a_start_removes_it() -> None:
+    p = core.Paths("aura")
+    core.private_tree(p.server)
+    core.write_private(p.state, json.dumps({"name": "aura", "rundir": "/none"}))
+    assert servers.op_down({"name": "aura", "by": "ada@laptop"})["stopped"] is True
+    marker = servers.op_status({"name": "aura"})["stopped"]["aura"]
+    assert marker["by"] == "ada@laptop" and marker["at"] > 0
+    assert stat.S_IMODE(os.stat(p.stopped).st_mode) == 0o600
+    # The clean-up of a failed `up` is not a stop: it leaves no word.
+    core.private_tree(p.server)
+    core.write_private(p.state, json.dumps({"name": "aura", "rundir": "/none"}))
+    os.unlink(p.stopped)
+    servers.op_down({"name": "aura"})
+    assert servers.op_status({"name": "aura"})["stopped"] == {}
+
+
+def test_old_down_markers_are_pruned() -> None:
+    old, new = core.Paths("old"), core.Paths("new")
+    servers.mark_stopped(old, "ada@laptop")
+    stamp = os.path.getmtime(old.stopped) - servers.STOPPED_KEEP - 60
+    os.utime(old.stopped, (stamp, stamp))
+    servers.mark_stopped(new, "ada@desktop")
+    assert not os.path.exists(old.stopped) and os.path.exists(new.stopped)
+
+
+def test_a_server_whose_socket_was_removed_is_orphaned(tmp_path: Path) -> None:
+    p = core.Paths("aura")
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    # A process standing in for Jupyter: health only looks for "jupyter" in its argv.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "jupyter"])
+    try:
+        (rundir / "jupyter.pid").write_text(str(child.pid))
+        st = {"hostname": socket.gethostname(), "rundir": str(rundir), "sock": str(rundir / "s")}
+        h = servers.health(p, st)
+        assert h["state"] == "orphaned", h
+        assert "kernels' state" in h["detail"]
+        (rundir / "s").write_text("")  # the socket's name is there: no longer orphaned
+        assert servers.health(p, st)["state"] == "unresponsive"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_start_clears_what_an_unrecorded_server_left_in_its_run_dir(tmp_path: Path) -> None:
+    from jupyter_tether.remote import launching
+
+    p = core.Paths("aura")
+    rundir = tmp_path / "run"
+    rundir.mkdir(mode=0o700)
+    for stale in ("jupyter.pid", "ready", "stop", "jupyter.sock"):
+        (rundir / stale).write_text("999999\n")
+    launching._clear_unrecorded(p, str(rundir))
+    assert not rundir.exists()
 
 
 # --- environments ----------------------------------------------------------------------

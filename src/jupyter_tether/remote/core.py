@@ -14,6 +14,8 @@ The server-side layout, defined here once:
     servers/NAME/request.json        0600  the settings of the last `up` (no token)
     servers/NAME/launch.env, run.sh        how to start it again (no secrets)
     locks/NAME.lock                        one `up`/`down` at a time per server
+    stopped/NAME.json                0600  who ran `tether down` and when (kept 7 days;
+                                           removed by the next start)
     logs/NAME.log                    0600  the server's output
     jobs/NAME/                       0700  a server run as a batch job (the session dir):
         jupyter_config.json          0600  the token, as Jupyter config
@@ -112,6 +114,7 @@ class Paths:
         self.request = os.path.join(self.server, "request.json")
         self.lock = os.path.join(self.root, "locks", name + ".lock")
         self.log = os.path.join(self.root, "logs", name + ".log")
+        self.stopped = os.path.join(self.root, "stopped", name + ".json")
 
 
 class JobPaths:

@@ -168,6 +168,24 @@ def _reuse_or_clear(p: Paths, req: Json) -> Optional[Json]:
     return None
 
 
+def _clear_unrecorded(p: Paths, rundir: str) -> None:
+    """Stop and remove what a server with no record left in its run dir.
+
+    Its record goes with the home (an account reset) while /tmp stays: a stale
+    jupyter.pid there would read as "Jupyter exited during start-up", a stale "ready" or
+    "stop" would mislead run.sh (issue 12). What still runs from there is stopped first.
+    """
+    if os.path.islink(rundir) or not os.path.isdir(rundir):
+        core.remove_quietly(rundir)
+        return
+    core.private_dir(rundir)  # ours, or refuse
+    tmux = os.path.exists(os.path.join(rundir, "tmux.sock"))
+    leftover: Json = {"rundir": rundir, "launcher": "tmux" if tmux else None}
+    leftover["pid"] = _read_pid(os.path.join(rundir, "jupyter.pid"))
+    servers.stop_processes(p, leftover, None)
+    core.remove_quietly(rundir)
+
+
 def _launch(req: Json, p: Paths, rundir: str, deadline: float) -> Json:
     """Start Jupyter in ``rundir``; on any failure, stop what started and remove it all."""
     launcher = None
@@ -203,7 +221,10 @@ def op_up(req: Json) -> Json:
         if reused is not None:
             return reused
         core.private_dir(p.server)
-        rundir = core.private_dir(os.path.join(run_base(), p.name))
+        rundir = os.path.join(run_base(), p.name)
+        if os.path.lexists(rundir):
+            _clear_unrecorded(p, rundir)
+        rundir = core.private_dir(rundir)
         ready = _launch(req, p, rundir, deadline)
         facts = ready["facts"]
         # jpserver-PID-open.html carries the token and is 0644; the run dir is private,
@@ -235,6 +256,7 @@ def op_up(req: Json) -> Json:
             "started": time.time(),
         }
         core.write_private(p.state, json.dumps(st))
+        core.remove_quietly(p.stopped)  # started again: no longer stopped by `down`
         return dict(st, reused=False, token=req["token"])
 
 

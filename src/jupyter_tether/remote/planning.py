@@ -20,6 +20,9 @@ from . import core
 from .core import Json, Paths, RemoteError
 
 SOCK_MAX = 100  # AF_UNIX paths are limited to ~107 bytes; keep a margin
+# run.sh marks and touches the run directory this often, against age-based /tmp
+# cleaners (ten days, typically); often enough that new kernels' files are marked soon.
+KEEP_EVERY = 20
 
 
 def which(cmd: str, path: str) -> Optional[str]:
@@ -210,6 +213,7 @@ def launch_env(req: Json, p: Paths, rundir: str, argv: List[str], facts: Json) -
         "TETHER_MODULE_INIT=%s" % q(req.get("module_init") or ""),
         "TETHER_MAX_STARTS=%d" % int(req.get("max_restarts", 5) + 1),
         "TETHER_RESTART_WINDOW=%d" % int(req.get("restart_window", 120)),
+        "TETHER_KEEP_EVERY=%d" % KEEP_EVERY,
         "PATH=%s" % q(facts["path"]),
         "JUPYTER_RUNTIME_DIR=%s" % q(os.path.join(rundir, "runtime")),
         "export PATH JUPYTER_RUNTIME_DIR",

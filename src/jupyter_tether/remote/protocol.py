@@ -77,7 +77,7 @@ class UpAnswer(_UpAnswer, total=False):
 
 
 class _Health(TypedDict):
-    state: str  # running, restarting, failed, dead, unresponsive, elsewhere
+    state: str  # running, restarting, failed, dead, unresponsive, orphaned, elsewhere
 
 
 class Health(_Health, total=False):
@@ -91,9 +91,20 @@ class Recorded(ServerState):
     health: Health
 
 
-class StatusAnswer(TypedDict):
+class Stopped(TypedDict):
+    """``stopped/NAME.json``: the last ``tether down`` of a server no longer recorded."""
+
+    by: str  # user@host of the workstation that ran it
+    at: float
+
+
+class _StatusAnswer(TypedDict):
     servers: List[Recorded]
     hostname: str
+
+
+class StatusAnswer(_StatusAnswer, total=False):
+    stopped: Dict[str, Stopped]  # asked-for names that `tether down` stopped
 
 
 class _DownAnswer(TypedDict):

@@ -37,6 +37,29 @@ if [ -n "$TETHER_MODULES" ]; then
     done
 fi
 
+# Age-based /tmp cleaners (systemd-tmpfiles' "q /tmp 1777 root root 10d" on RHEL,
+# tmpreaper on Debian) remove what nobody touched for days: Jupyter's socket, the
+# kernels' ipc sockets and connection files among them (issue 12). systemd-tmpfiles
+# skips files with the sticky bit set (tmpfiles.d(5), as the XDG base directory spec
+# recommends); the others go by atime/mtime. So, while the server runs, mark and touch
+# everything in the run directory every TETHER_KEEP_EVERY seconds.
+keep() {
+    while [ ! -e "$TETHER_RUNDIR/stop" ]; do
+        find "$TETHER_RUNDIR" ! -type d -exec chmod +t {} + 2>/dev/null
+        find "$TETHER_RUNDIR" -exec touch -c {} + 2>/dev/null
+        touch -c "$TETHER_RUNDIR/.." 2>/dev/null
+        i=0
+        while [ "$i" -lt "$TETHER_KEEP_EVERY" ]; do
+            kill -0 "$1" 2>/dev/null || return 0
+            sleep 1
+            i=$((i + 1))
+        done
+    done
+}
+keep $$ </dev/null >/dev/null 2>&1 &
+echo $! >"$TETHER_RUNDIR/keep.pid"
+trap 'kill "$(cat "$TETHER_RUNDIR/keep.pid" 2>/dev/null)" 2>/dev/null' EXIT
+
 starts=""
 while :; do
     now=$(date +%s)

@@ -1,6 +1,8 @@
 """The agent's view of recorded servers: their health, stopping them, their logs.
 
 A server is recorded in ``servers/NAME/state.json`` (``core.py`` has the layout).
+``tether down`` leaves ``stopped/NAME.json`` behind (who, when), so that another
+workstation's supervisor can tell a deliberate stop from a crash (issue 12).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def health(p: Paths, st: Json) -> Json:
 
     States: running, restarting (the watchdog is bringing it back), failed (a crash
     loop, with the reason and the log's tail), dead (nothing runs), unresponsive,
+    orphaned (it runs, but its socket file was removed: nothing can reach it again),
     elsewhere (recorded on another node of a shared home).
     """
     if st.get("hostname") and st["hostname"] != socket.gethostname():
@@ -120,6 +123,15 @@ def health(p: Paths, st: Json) -> Json:
         if loop_pid(st) is not None:
             return {"state": "restarting", "detail": "the watchdog is starting Jupyter again"}
         return {"state": "dead", "detail": "process %s is gone" % pid}
+    if st.get("sock") and not os.path.exists(st["sock"]):
+        # An age-based /tmp cleaner, or a hand: the listening socket has no name any
+        # more, so no client can connect. Only a restart helps, and it ends the kernels.
+        return {
+            "state": "orphaned",
+            "detail": "its socket %s was removed (a /tmp cleaner?): the server still runs "
+            "but nothing can reach it; starting it again loses the kernels' state" % st["sock"],
+            "pid": pid,
+        }
     try:
         status, body = http_request(
             st, "GET", "/api/status?no_track_activity=1", read_token(p), timeout=5
@@ -184,6 +196,13 @@ def stop_processes(p: Paths, st: Json, token: Optional[str]) -> str:
                 os.kill(loop, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+    keeper = _pid_file(st, "keep.pid")  # run.sh's loop that keeps /tmp cleaners off
+    if keeper is not None and runs(keeper, "run.sh"):
+        try:
+            os.kill(keeper, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait_gone(keeper, 2)
     path = st.get("path") or os.environ.get("PATH")
     if st.get("launcher") == "tmux" and rundir:
         tsock = os.path.join(rundir, "tmux.sock")
@@ -215,13 +234,17 @@ def op_status(req: Json) -> Json:
     else:
         names = sorted(os.listdir(root)) if os.path.isdir(root) else []
     servers = []
+    stopped: Json = {}
     for name in names:
         p = Paths(name)
         st = core.read_json(p.state)
         if st is None:
+            marker = core.read_json(p.stopped)
+            if marker is not None:
+                stopped[name] = marker
             continue
         servers.append(dict(public_state(st), health=health(p, st)))
-    return {"servers": servers, "hostname": socket.gethostname()}
+    return {"servers": servers, "hostname": socket.gethostname(), "stopped": stopped}
 
 
 def server_lock(p: Paths, timeout: float) -> core.Lock:
@@ -238,7 +261,26 @@ def op_down(req: Json) -> Json:
         pid = live_pid(st)
         how = stop_processes(p, st, read_token(p))
         forget(p, st)
+        if req.get("by"):  # `tether down`, not the cleanup of a failed `up`
+            mark_stopped(p, str(req["by"]))
         return {"stopped": True, "how": how, "pid": pid}
+
+
+STOPPED_KEEP = 7 * 86400.0  # seconds a `down` marker is kept (a start removes it sooner)
+
+
+def mark_stopped(p: Paths, by: str) -> None:
+    """Leave word that ``tether down`` stopped this server: who, and when."""
+    folder = core.private_tree(os.path.dirname(p.stopped))
+    now = time.time()
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        try:
+            if now - os.path.getmtime(path) > STOPPED_KEEP:
+                core.remove_quietly(path)
+        except OSError:
+            pass
+    core.write_private(p.stopped, json.dumps({"by": by, "at": now}))
 
 
 def op_logs(req: Json) -> Json:
