@@ -162,8 +162,9 @@ class Agent(Program):
         servers = answer.get("servers") or []
         return (servers[0] if servers else None), answer
 
-    def down(self, name: str, timeout: float = 180) -> protocol.DownAnswer:
-        return cast(protocol.DownAnswer, self.call("down", timeout, name=name))
+    def down(self, name: str, *, by: str = "", timeout: float = 180) -> protocol.DownAnswer:
+        """Stop ``name``; ``by`` (user@host) is left on the server for other workstations."""
+        return cast(protocol.DownAnswer, self.call("down", timeout, name=name, by=by))
 
     def revive(self, name: str, timeout: float = 180) -> protocol.UpAnswer:
         return cast(protocol.UpAnswer, self.call("revive", timeout, name=name))

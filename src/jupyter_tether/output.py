@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -163,3 +163,9 @@ def ago(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
+def stopped_by(marker: Mapping[str, Any]) -> str:
+    """The words for a server that ``tether down`` stopped (its server-side marker)."""
+    at = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(marker.get("at") or 0)))
+    return f"stopped by `tether down` on {marker.get('by') or 'another workstation'} at {at}"

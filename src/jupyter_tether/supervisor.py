@@ -10,7 +10,10 @@ moment, so the cap is half a second):
   agents work unattended; a password or 2FA login cannot, and is reported as such);
 * the request is refused at once: the link is fine but Jupyter is gone. The server's
   own watchdog (run.sh) restarts crashes; if nothing runs there any more (a reboot,
-  every process killed) the supervisor revives it with the same token and socket;
+  every process killed) the supervisor revives it with the same token and socket, at
+  once the first time, then after 2, 10 and 30 s, then it gives up. A server that
+  ``tether down`` stopped (from this workstation or another: it leaves word on the
+  server) is not revived: the supervisor says who stopped it, and when, and exits;
 * the forward is re-added on the same local port, so open browser tabs keep working.
 
 For a server run as a batch job (``batch.py``) the forward goes through the bridge into
@@ -30,6 +33,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import shutil
 import signal
@@ -40,11 +44,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import batch, jupyter_api, paths, ssh, state
+from jupyter_tether import batch, jupyter_api, output, paths, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.errors import TetherError
 from jupyter_tether.proc import pid_alive
-from jupyter_tether.remote import protocol
 
 INTERVAL = 1.0  # seconds between health checks while connected
 # A failed attempt costs one ssh that fails at once (no route) or within ConnectTimeout;
@@ -54,7 +57,9 @@ INTERVAL = 1.0  # seconds between health checks while connected
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 0.5
 CHECK_TIMEOUT = 2.0  # a /api/status slower than this counts as "no answer"
 DEAD_AFTER = 2  # consecutive timeouts before the link is declared dead
-REVIVES = (3, 600.0)  # at most 3 revivals of a dead server per 10 minutes
+REVIVES = (4, 600.0)  # at most 4 revivals of a dead server per 10 minutes,
+REVIVE_WAITS = (0.0, 2.0, 10.0, 30.0)  # the first at once, the next ones after these
+FAILED_EVERY = 5.0  # seconds between two looks once repairs have failed for good
 GIVE_UP = 24 * 3600.0  # a supervisor failing for a whole day stops
 JOB_EVERY = 30.0  # seconds between two looks at a batch job's time left
 WARN_BEFORE = (900, 300)  # seconds before a job's end when the user is warned
@@ -79,13 +84,19 @@ def _lock_path(name: str) -> Path:
     return _dir() / f"{name}.lock"
 
 
-def read_status(name: str) -> dict[str, Any] | None:
-    """The supervisor's last word, or None if none runs for ``name``."""
+def last_word(name: str) -> dict[str, Any] | None:
+    """What the supervisor for ``name`` last recorded, whether it still runs or not."""
     try:
         data = json.loads(status_path(name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not pid_alive(int(data.get("pid", 0))):
+    return data if isinstance(data, dict) else None
+
+
+def read_status(name: str) -> dict[str, Any] | None:
+    """The running supervisor's last word, or None if none runs for ``name``."""
+    data = last_word(name)
+    if data is None or not pid_alive(int(data.get("pid", 0))):
         return None
     return data
 
@@ -150,6 +161,8 @@ class _Supervisor:
             "revives": 0,
         }
         self.revived: deque[float] = deque()
+        self.revive_due = 0.0  # monotonic time before which no revival starts
+        self.done = False  # the server was stopped on purpose: nothing left to do
         self.timeouts = 0
         self.job_checked = 0.0
         self.warned: set[int] = set()
@@ -239,7 +252,9 @@ class _Supervisor:
             except TetherError as exc:
                 if self.status["state"] != "failed":
                     self.set("reconnecting", exc.message)
-            self.sleep(backoff)
+            if self.done:
+                return 0
+            self.sleep(FAILED_EVERY if self.status["state"] == "failed" else backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         return 0
 
@@ -333,8 +348,24 @@ class _Supervisor:
         """The link works but Jupyter does not answer: ask the server what happened."""
         agent = Agent(target, rec.python)
         recorded, answer = agent.health(rec.name, timeout=20)
-        health: protocol.Health = recorded["health"] if recorded else {"state": "dead"}
+        if recorded is None:
+            marker = (answer.get("stopped") or {}).get(rec.name)
+            if marker:
+                self.set("stopped", output.stopped_by(marker))
+                self.done = True
+            else:
+                # Neither running nor stopped: its record is gone (an account reset).
+                self.set(
+                    "failed",
+                    f"{rec.hostname} has no record of {rec.name} any more (was the account "
+                    f"reset?); `tether up {rec.name}` starts it again",
+                )
+            return
+        health = recorded["health"]
         what = health["state"]
+        if what == "orphaned":
+            self.set("failed", f"{health.get('detail')}; `tether up {rec.name}` does that")
+            return
         if what in ("running", "restarting", "unresponsive"):
             self.set("reconnecting", f"server {what}")
             return
@@ -351,19 +382,39 @@ class _Supervisor:
                 "for it to ~/.ssh/config) and `tether open` again",
             )
             return
+        self.revive(agent, rec, what)
+
+    def revive(self, agent: Agent, rec: state.Record, what: str) -> None:
+        """Start the dead server again, backing off between attempts (REVIVE_WAITS)."""
         now = time.monotonic()
         while self.revived and now - self.revived[0] > REVIVES[1]:
             self.revived.popleft()
         if len(self.revived) >= REVIVES[0]:
             self.set("failed", f"the server died {REVIVES[0]} times in {REVIVES[1]:.0f} s")
             return
-        self.revived.append(now)
+        if now < self.revive_due:
+            wait = math.ceil(self.revive_due - now)
+            self.set("reconnecting", f"the server is {what}: starting it again in {wait} s")
+            return
         self.say(f"the server is {what}: starting it again with the same token")
-        revived = agent.revive(rec.name, timeout=180)
-        self.status["revives"] += 1
+        try:
+            revived = agent.revive(rec.name, timeout=180)
+        except TetherError:
+            self.count_revival(now)
+            raise
+        if revived.get("reused"):
+            # Another start (`up` on another workstation) got there first: not a crash.
+            self.say("it was started meanwhile by another tether command")
+        else:
+            self.count_revival(now)
+            self.status["revives"] += 1
         remote = str(revived.get("sock") or f"127.0.0.1:{revived.get('port')}")
         if remote != rec.remote or revived.get("pid") != rec.pid:
             state.save(state.Record(**{**rec.__dict__, "remote": remote, "pid": revived["pid"]}))
+
+    def count_revival(self, now: float) -> None:
+        self.revived.append(now)
+        self.revive_due = now + REVIVE_WAITS[min(len(self.revived), len(REVIVE_WAITS) - 1)]
 
 
 def notify(title: str, text: str) -> bool:

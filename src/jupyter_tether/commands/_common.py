@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,15 @@ def record_or_fail(name: str) -> state.Record:
 def target_for(rec: state.Record, ssh_config: Path | None = None) -> Target:
     cfg = ssh_config or (Path(rec.ssh_config) if rec.ssh_config else None)
     return make_target(rec.ssh, config_file=cfg)
+
+
+def workstation() -> str:
+    """user@host of this workstation, as a server-side marker names it to others."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container with a bare uid)
+        user = "?"
+    return f"{user}@{socket.gethostname()}"
 
 
 def release_master(target: Target) -> None:

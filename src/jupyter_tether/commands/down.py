@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jupyter_tether import batch, output, probe, ssh, state, supervisor
 from jupyter_tether.clients import Agent
-from jupyter_tether.commands._common import release_master, target_for
+from jupyter_tether.commands._common import release_master, target_for, workstation
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -46,7 +46,7 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> 
             )
         python = str(mine[0].get("python") or "python3")
     with progress.phase("stop", name):
-        answer = Agent(target, python).down(name)
+        answer = Agent(target, python).down(name, by=workstation())
     if purge:
         hooks = Agent(target, python).autostart(name, enable=False)
         removed = ", ".join(hooks.get("removed") or []) or "none was installed"

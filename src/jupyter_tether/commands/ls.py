@@ -71,14 +71,22 @@ def _row(rec: state.Record) -> dict[str, Any]:
             target = target_for(rec)
             if not ssh.master_alive(target):
                 row["state"] = "disconnected"
+                if row["tunnel"]["state"] == "stopped":  # the supervisor's last word
+                    row["state"], row["detail"] = "stopped", row["tunnel"]["detail"]
                 return row
-            recorded, _ = Agent(target, rec.python).health(rec.name)
+            recorded, answer = Agent(target, rec.python).health(rec.name)
         except TetherError as exc:
             row["state"] = "unreachable"
             row["detail"] = exc.message
             return row
         if recorded is None:
+            marker = (answer.get("stopped") or {}).get(rec.name)
             row["state"] = "stopped"
+            row["detail"] = (
+                output.stopped_by(marker)
+                if marker
+                else f"not recorded on the server any more; `tether up {rec.name}` starts it"
+            )
             return row
         health = recorded["health"]
         row["state"] = (
@@ -138,6 +146,10 @@ def _job(rec: state.Record) -> dict[str, Any]:
 def _tunnel(name: str) -> dict[str, Any]:
     """The supervisor's view: connected / reconnecting since T / failed: reason."""
     st = supervisor.read_status(name)
+    last = supervisor.last_word(name) if st is None else None
+    if last is not None and last.get("state") == "stopped":
+        # It ended on purpose: the server was stopped with `tether down` (maybe elsewhere).
+        return {"state": "stopped", "detail": last.get("detail"), "since": last.get("since")}
     if st is None:
         return {"state": "none", "detail": f"no supervisor; `tether open {name}` starts one"}
     pid = st.get("pid")
@@ -154,8 +166,8 @@ def _tunnel(name: str) -> dict[str, Any]:
 def _tunnel_text(t: dict[str, Any]) -> str:
     if t["state"] == "reconnecting" and t.get("since"):
         return f"reconnecting ({output.ago(time.time() - float(t['since']))})"
-    if t["state"] == "failed":
-        return f"failed: {t.get('detail')}"
+    if t["state"] in ("failed", "stopped"):
+        return f"{t['state']}: {t.get('detail')}"
     return str(t["state"])
 
 

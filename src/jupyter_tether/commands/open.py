@@ -6,6 +6,7 @@ import webbrowser
 from pathlib import Path
 
 from jupyter_tether import forward, jupyter_api, output, ssh, state, supervisor
+from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import record_or_fail, target_for
 from jupyter_tether.errors import ExitCode, TetherError
 
@@ -38,7 +39,7 @@ def _open(
         ssh.cancel_forward(target, port, rec.remote)
         raise TetherError(
             f"{name}: the server on {rec.hostname} does not answer ({problem})",
-            hint=f"it may have stopped; `tether up {name}` starts it again",
+            hint=f"{_why_not(target, rec)}; `tether up {name}` starts it again",
             code=ExitCode.SERVER_START,
         )
     if port != rec.local_port:
@@ -53,3 +54,18 @@ def _open(
     if browser:
         webbrowser.open(rec.url)
     return ExitCode.OK
+
+
+def _why_not(target: ssh.Target, rec: state.Record) -> str:
+    """The server's own word on why it does not answer, as a hint (best effort)."""
+    try:
+        recorded, answer = Agent(target, rec.python).health(rec.name, timeout=30)
+    except TetherError:
+        return "it may have stopped"
+    if recorded is not None:
+        health = recorded["health"]
+        return f"it is {health['state']}" + (
+            f" ({health['detail']})" if health.get("detail") else ""
+        )
+    marker = (answer.get("stopped") or {}).get(rec.name)
+    return f"it was {output.stopped_by(marker)}" if marker else "it is not recorded there"
