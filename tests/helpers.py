@@ -18,7 +18,7 @@ from testing.helpers.cli import Run
 def remote_procs(user: str, pattern: str) -> list[str]:
     """Command lines of ``user``'s processes matching ``pattern`` (zombies excluded)."""
     res = subprocess.run(
-        ["ps", "-u", user, "-o", "stat=,args="], capture_output=True, text=True, check=False
+        ["ps", "-ww", "-u", user, "-o", "stat=,args="], capture_output=True, text=True, check=False
     )
     out = []
     for line in res.stdout.splitlines():
