@@ -11,6 +11,7 @@ account may not read it).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -204,6 +205,50 @@ def test_two_workstations_share_one_server_for_twenty_rounds(
             for info in infos[:2]:
                 assert jupyter_api.status(int(info["local_port"]), token_of(info)) is not None, k
             assert len(remote_procs(sshd.user, "jupyter-lab")) == 1, k
+    finally:
+        tether("down", NAME)
+
+
+def kill_server(user: str) -> None:
+    """Everything of the server gone at once (its watchdog too), the account's ssh
+    sessions left alone: what a reboot does, with the link kept."""
+    for pattern in ("run.sh", "jupyter"):
+        subprocess.run(["pkill", "-KILL", "-u", user, "-f", pattern], check=False)
+    deadline = time.monotonic() + 10
+    while remote_procs(user, "jupyter-lab") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not remote_procs(user, "jupyter-lab")
+
+
+def test_starts_at_once_from_two_workstations_and_a_revival_make_one_server(
+    tether: Tether, second: Workstation, sshd: LocalSshd, jupyter_env: Path
+) -> None:
+    tether.profile(NAME, env=str(jupyter_env))
+    state_dir = Path(os.environ["JUPYTER_TETHER_STATE_DIR"])
+    try:
+        up_json(tether, NAME)
+        up_json(second, NAME)
+        for k in range(3):
+            kill_server(sshd.user)
+            # Both workstations start it while the first one's supervisor revives it.
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                mine = pool.submit(
+                    Workstation(dict(os.environ), state_dir), "up", NAME, "--json", "--no-browser"
+                )
+                theirs = pool.submit(second, "up", NAME, "--json", "--no-browser")
+                runs = [mine.result(timeout=300), theirs.result(timeout=300)]
+            assert all(r.rc == 0 for r in runs), (k, [r.err for r in runs])
+            infos = [json.loads(r.out) for r in runs]
+            assert infos[0]["pid"] == infos[1]["pid"], (k, infos)
+            assert len(remote_procs(sshd.user, "jupyter-lab")) == 1, k
+            for info in infos:
+                assert jupyter_api.status(int(info["local_port"]), token_of(info)) is not None
+            last = wait_for(
+                f"round {k}: the supervisor is connected again",
+                lambda: (s := supervisor_state(state_dir, NAME)).get("state") == "connected" and s,
+                20,
+            )
+            assert last["revives"] <= k + 1, last  # at most its own start, never a crash
     finally:
         tether("down", NAME)
 
