@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_tether import cli, config, provision
+from jupyter_tether.commands import install
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.provision import keep_outputs
 from jupyter_tether.provision.spec import KEEP_OUTPUTS
@@ -115,6 +116,18 @@ def test_another_executor_in_the_requirements_file_is_refused(tmp_path: Path) ->
     body = f"requirements = '{reqs}'\nkeep_outputs = true\n"
     with pytest.raises(TetherError, match="jupyter-server-nbmodel"):
         provision.spec_for(_profile(tmp_path, body), FOUND)
+
+
+def test_install_refuses_another_executor_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[hosts.aura]\nssh = 'nowhere.invalid'\nkeep_outputs = true\n")
+    monkeypatch.setenv("JUPYTER_TETHER_CONFIG", str(path))
+    with pytest.raises(TetherError) as info:
+        install.install("aura", ["numpy", "jupyter-server-nbmodel"])
+    assert info.value.code == ExitCode.USAGE
+    assert "jupyter-server-nbmodel" in info.value.message and "numpy" not in info.value.message
 
 
 # --------------------------------------------------------------------------- own env
