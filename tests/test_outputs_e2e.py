@@ -201,6 +201,15 @@ def kernel_states(info: dict[str, Any]) -> list[str]:
     return [k["execution_state"] for k in json.loads(body)]
 
 
+def has_executor(info: dict[str, Any]) -> bool:
+    """Whether the environment the running Jupyter (pid from `up`) was started from has
+    jupyter-server-documents. Looked at from its command line, not through a kernel: the
+    kernels' websocket there speaks only the v1 binary protocol."""
+    argv = Path(f"/proc/{info['pid']}/cmdline").read_bytes().split(b"\0")
+    (prefix,) = {a.decode().rsplit("/bin/", 1)[0] for a in argv if b"/envs/" in a and b"/bin/" in a}
+    return bool(list(Path(prefix).glob("lib/python*/site-packages/jupyter_server_documents")))
+
+
 def packages_of(ptether: Tether, host: str) -> dict[str, str]:
     """`tether env --json`: the server's environment, as normalised name -> version."""
     res = ptether("env", host, "--json")
@@ -228,7 +237,7 @@ def reopened_shows_everything(info: dict[str, Any], profiles: list[Path]) -> Non
 
 def run_and_end_browser(
     info: dict[str, Any], profiles: list[Path], end: str
-) -> tuple[float, list[list[str]]]:
+) -> tuple[float, list[str]]:
     """Open the notebook, run the cell, end the browser after ``line 1`` (``quit`` or
     ``kill``). Returns when it ended, and the page's lines at that moment."""
     driver, profile = new_browser(profiles)
@@ -236,7 +245,7 @@ def run_and_end_browser(
         open_notebook(driver, info["notebook_url"])
         run_first_cell(driver)
         browser.wait_for("line 1 in the page", lambda: "line 1" in output_text(driver), 60)
-        seen = [output_text(driver).splitlines()]
+        seen = output_text(driver).splitlines()
     except BaseException:
         driver.quit()
         raise
@@ -264,7 +273,7 @@ def test_outputs_reach_the_file_with_no_browser(
     info = up(ptether, prov_sshd, root, keep=True)
     assert info["versions"]["jupyterlab"] == "4.6.6"
     ended, seen = run_and_end_browser(info, profiles, end)
-    assert "line 29" not in seen[0]  # the browser was gone long before the cell ended
+    assert "line 29" not in seen  # the browser was gone long before the cell ended
 
     lines, count = file_after(root, ended)
     assert lines == EXPECTED  # all 30, each once, in order
@@ -302,6 +311,23 @@ def test_the_tested_set_is_what_the_env_has(ptether: Tether, prov_sshd: str, roo
     res = ptether("doctor", prov_sshd, "--json")
     checks = {c["name"]: c for c in json.loads(res.out)["checks"]}
     assert checks["outputs"]["status"] == "ok", checks["outputs"]
+
+
+def test_switching_it_is_a_changed_spec(ptether: Tether, prov_sshd: str, root: Path) -> None:
+    """Like a changed package list: another environment is built, the running server
+    keeps its old one until `down` and `up`, which then runs from the new one."""
+    before = up(ptether, prov_sshd, root, keep=False)
+    ptether.profile(prov_sshd, root_dir=str(root), keep_outputs=True, offline=True)
+    res = ptether("up", prov_sshd, "--no-browser")
+    assert res.rc == 0, res.err
+    assert "keeps its old environment" in res.err
+    assert "jupyter-server-documents" in packages_of(ptether, prov_sshd)  # the new spec's env
+    assert res.out.strip().splitlines()[-1] == before["url"]  # the same server, reused
+    assert not has_executor(before)
+    assert ptether("down", prov_sshd).rc == 0
+    after = up(ptether, prov_sshd, root, keep=True)
+    assert not after["reused"]
+    assert has_executor(after)
 
 
 # --------------------------------------------------------------------------- own env
