@@ -23,10 +23,11 @@ _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 # jsonschema skips that one format check.
 LEFT_OUT = ("rfc3987-syntax",)
 # keep_outputs = true: jupyter-server-documents runs cells in the server and writes
-# their outputs into the notebook file, browser or not. A set that was checked end to
-# end (a 30 s cell, the browser closed after 1 s: all 30 lines on disk); it resolves
-# with `pip check` clean. 0.3.x supports JupyterLab 4.6 (jupyter-server-documents #264),
-# and Lab 4.6 needs collaboration-ui/docprovider >= 3 (its #273), hence all the pins.
+# their outputs into the notebook file, browser or not. The set is tested together
+# (tests/test_outputs_e2e.py: the browser gone after line 1 of a 30 s cell, all 30
+# lines on disk) and resolves with `pip check` clean. 0.3.x supports JupyterLab 4.6
+# (jupyter-server-documents #264), and Lab 4.6 needs collaboration-ui/docprovider >= 3
+# (its #273): pinned all together, so an upgrade is a decision, not an accident.
 KEEP_OUTPUTS = (
     "jupyterlab==4.6.6",
     "jupyter_server==2.21.1",
