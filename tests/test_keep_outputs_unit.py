@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from pathlib import Path
 
 import pytest
 
-from jupyter_tether import cli, config, provision
+from jupyter_tether import cli, config, output, provision, ssh
 from jupyter_tether.commands import install
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.provision import keep_outputs
@@ -164,3 +166,21 @@ def test_a_second_executor_in_the_env_breaks_it() -> None:
     assert "/e/bin/python -m pip uninstall -y jupyter-server-nbmodel" in keep_outputs.advice(
         "/e", got
     )
+
+
+@pytest.mark.parametrize(("running", "said"), [("aura-OLD", True), (None, False)])
+def test_an_unchanged_env_still_tells_of_a_server_on_another(
+    tmp_path: Path, running: str | None, said: bool
+) -> None:
+    """Switching keep_outputs back to a spec built before finds its env ready (no
+    build), but the running server was started from the other one: `up` says so."""
+    profile = _profile(tmp_path, "keep_outputs = true\n")
+    name = provision.env_name(profile, provision.spec_for(profile, FOUND))
+    envs = "/home/u/.local/share/jupyter-tether/envs"
+    server = {"name": "aura", "jupyter": f"{envs}/{running or name}/bin/jupyter"}
+    found = dataclasses.replace(FOUND, tether_envs=(name,), servers=(server,))
+    stream = io.StringIO()
+    progress = output.Progress(stream=stream)
+    env = provision.ensure(ssh.Target("aura"), profile, found, progress=progress)
+    assert env == f"{envs}/{name}"
+    assert ("keeps its old environment" in stream.getvalue()) is said
