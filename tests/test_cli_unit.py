@@ -99,7 +99,10 @@ def test_bash_completes_commands_flags_and_profiles(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[hosts.aura]\nssh = "aura"\n[hosts.aisa]\nssh = "aisa"\n')
     assert _bash_complete(tmp_path, ["tether", "do"], config) == ["down", "doctor"]
-    assert _bash_complete(tmp_path, ["tether", "up", "--no-"], config) == ["--no-browser"]
+    assert _bash_complete(tmp_path, ["tether", "up", "--no-"], config) == [
+        "--no-browser",
+        "--no-keep-outputs",
+    ]
     assert sorted(_bash_complete(tmp_path, ["tether", "up", "a"], config)) == ["aisa", "aura"]
     assert _bash_complete(tmp_path, ["tether", "demo", "a"], config) == []
 

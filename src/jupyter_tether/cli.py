@@ -126,6 +126,13 @@ def _profile_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nice", type=int, choices=range(20), metavar="0-19")
     g.add_argument("--transport", choices=("auto", "socket", "tcp"))
     g.add_argument("--timeout", type=float, dest="startup_timeout", metavar="SECONDS")
+    g.add_argument(
+        "--keep-outputs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run cells on the server, so outputs reach the notebook with no browser "
+        "(README: Outputs with no browser)",
+    )
     g = p.add_argument_group("batch job (README: Clusters); any of these means --scheduler slurm")
     g.add_argument("--scheduler", choices=("slurm",), help="run Jupyter as a batch job")
     for flag, what in (
@@ -159,6 +166,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "nice": args.nice,
         "transport": args.transport,
         "startup_timeout": args.startup_timeout,
+        "keep_outputs": args.keep_outputs,
         "scheduler": args.scheduler,
         "slurm": {
             key[len("job_") :]: value for key, value in vars(args).items() if key.startswith("job_")

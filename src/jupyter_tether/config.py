@@ -32,6 +32,7 @@ DEFAULT_JUPYTER = ("jupyterlab", "jupyter_server>=2.21")
 # Keys that ask for a managed environment (README: Managed environments); `env`
 # (bring your own) wins over them.
 PROVISION_KEYS = ("python", "packages", "requirements", "jupyter", "kernels")
+# keep_outputs = true asks for one too (it needs packages of its own: provision/spec.py).
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Profile:
     offline: bool | str = "auto"
     kernels: tuple[str, ...] = ()
     build_from_source: bool = False
+    keep_outputs: bool = False  # outputs written on the server with no browser (README)
     scheduler: str | None = None  # run as a batch job of this scheduler (README: Clusters)
     job: JobSpec | None = None  # what to ask the scheduler for, with `scheduler`
     provision: bool = False  # a managed environment was asked for (any PROVISION_KEYS)
@@ -93,6 +95,7 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "offline": ((str, bool), 'true, false or "auto"'),
     "kernels": ((list,), "a list of strings (environments on the server with ipykernel)"),
     "build_from_source": ((bool,), "true or false"),
+    "keep_outputs": ((bool,), "true or false"),
     "scheduler": ((str,), 'one of "slurm"'),
     "slurm": ((dict,), "a table of job settings ([hosts.NAME.slurm])"),
 }
@@ -339,9 +342,11 @@ def resolve(
         offline=merged.get("offline", "auto"),
         kernels=tuple(merged.get("kernels", ())),
         build_from_source=bool(merged.get("build_from_source", False)),
+        keep_outputs=bool(merged.get("keep_outputs", False)),
         scheduler=scheduler,
         job=_job(name, slurm) if scheduler else None,
-        provision=any(key in merged for key in PROVISION_KEYS),
+        provision=any(key in merged for key in PROVISION_KEYS)
+        or merged.get("keep_outputs") is True,
         source=source,
     )
 

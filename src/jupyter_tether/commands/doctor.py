@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_tether import config, forward, output, probe, ssh
-from jupyter_tether.commands._common import connected
+from jupyter_tether.commands._common import connected, env_prefix
 from jupyter_tether.errors import ExitCode
-from jupyter_tether.provision import builder_calls
+from jupyter_tether.provision import builder_calls, keep_outputs
 
 _MODULE_FIX = {
     "ssl": "HTTPS downloads and Jupyter's TLS need it: rebuild Python with OpenSSL headers",
@@ -36,6 +36,8 @@ def doctor(name: str, *, ssh_config: Path | None = None, as_json: bool = False) 
     with connected(profile, ssh_config, progress) as (target, found):
         facts = builder_calls.doctor(target, found, profile)
         checks = _checks(profile, found, facts)
+        if profile.keep_outputs:
+            checks.append(_keep_outputs(target, found, profile))
         checks.append(_forwarding(target, found))
     failed = any(c.status == "fail" for c in checks)
     if as_json:
@@ -171,6 +173,35 @@ def _module_system(profile: config.Profile, found: probe.Probe, facts: Mapping[s
             "check the names with `module avail` on the server",
         )
     return Check("modules", "ok", f"{kind}: {' '.join(profile.modules)} load")
+
+
+def _keep_outputs(target: ssh.Target, found: probe.Probe, profile: config.Profile) -> Check:
+    """keep_outputs: the environment ``up`` uses has the tested set and nothing that runs
+    cells another way. A managed one not built yet gets it on the next `up`."""
+    prefix = env_prefix(profile, found)
+    info = builder_calls.describe(target, found, prefix)
+    if not info["exists"]:
+        if profile.env:
+            return Check("outputs", "fail", f"{prefix} does not exist", "fix `env` in the profile")
+        return Check("outputs", "ok", "tether installs the tested set at the next `up`")
+    got = keep_outputs.check(info.get("packages") or [])
+    if got.tested:
+        return Check("outputs", "ok", f"{prefix} has the tested set ({keep_outputs.EXECUTOR})")
+    fixes = []
+    if got.conflicts:
+        fixes.append(keep_outputs.uninstall_line(prefix, got.conflicts))
+    if got.missing or got.other_versions:
+        fixes.append(keep_outputs.pip_line(prefix))
+    lacks = [*got.missing, *got.other_versions]
+    detail = f"{prefix}: " + "; ".join(
+        part
+        for part in (
+            f"lacks {', '.join(lacks)}" if lacks else "",
+            f"has {', '.join(got.conflicts)} (runs cells its own way)" if got.conflicts else "",
+        )
+        if part
+    )
+    return Check("outputs", "warn" if got.works else "fail", detail, " && ".join(fixes))
 
 
 def _forwarding(target: ssh.Target, found: probe.Probe) -> Check:

@@ -19,6 +19,15 @@ def install(
     verbose: bool = False,
 ) -> int:
     profile = config.resolve(name)
+    clash = provision.keep_outputs_conflicts(packages) if profile.keep_outputs else []
+    if clash:
+        raise TetherError(
+            f"{', '.join(clash)}: not beside keep_outputs, which runs cells with "
+            "jupyter-server-documents (the same executor)",
+            hint=f"set keep_outputs = false in [hosts.{profile.name}] first (README: "
+            "Outputs with no browser)",
+            code=ExitCode.USAGE,
+        )
     rec = state.load(profile.name)
     progress = output.Progress(verbose=verbose)
     with connected(profile, ssh_config, progress) as (target, found):

@@ -23,6 +23,7 @@ from jupyter_tether import (
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import release_master
 from jupyter_tether.errors import ExitCode, TetherError
+from jupyter_tether.provision import builder_calls, keep_outputs
 from jupyter_tether.remote import protocol
 
 
@@ -94,6 +95,8 @@ def _up(
             _refuse_autostart_on_clusters(profile, found)  # before anything is built or started
         if found.scheduler and not profile.scheduler:
             _say_cluster_once(profile, found, progress)
+        if profile.keep_outputs and profile.env:
+            _check_own_env(target, profile, found, progress)
         profile = provision.apply(target, profile, found, progress=progress)
         python = launch.agent_python(profile, found)
         if profile.scheduler:
@@ -250,6 +253,24 @@ def _say_cluster_once(
         f'node, set scheduler = "{found.scheduler}" in [hosts.{profile.name}] or pass '
         "--scheduler (README: Clusters)"
     )
+
+
+def _check_own_env(
+    target: ssh.Target, profile: config.Profile, found: probe.Probe, progress: output.Progress
+) -> None:
+    """keep_outputs with the profile's own ``env``: tether installs nothing there, so say
+    what it lacks, with the pip line (`tether doctor` checks the same)."""
+    assert profile.env
+    try:
+        info = builder_calls.describe(target, found, profile.env)
+    except TetherError as exc:
+        progress.note(f"  keep_outputs: cannot look into {profile.env} ({exc.message})")
+        return
+    if not info["exists"]:
+        return  # starting Jupyter from it fails with its own message
+    found_set = keep_outputs.check(info.get("packages") or [])
+    if not found_set.tested:
+        progress.note(f"  warning: {keep_outputs.advice(profile.env, found_set)}")
 
 
 def _cancel_job(

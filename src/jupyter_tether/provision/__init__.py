@@ -33,6 +33,7 @@ from jupyter_tether.provision.spec import (
     choose_interpreter,
     data_dir,
     env_name,
+    keep_outputs_conflicts,
     left_out,
     requirement_name,
     spec_for,
@@ -53,6 +54,7 @@ __all__ = [
     "ensure",
     "env_name",
     "install_uv",
+    "keep_outputs_conflicts",
     "left_out",
     "manylinux_platforms",
     "push_wheels",
@@ -92,7 +94,11 @@ def ensure(
     name = env_name(profile, spec)
     if name in found.tether_envs and not force:
         progress.say(f"• env      {name} (unchanged)")
-        return f"{data_dir(found)}/envs/{name}"
+        env = f"{data_dir(found)}/envs/{name}"
+        # Unchanged here, yet maybe not what the running server was started from (the
+        # spec went back to one built before, such as keep_outputs switched back on).
+        _say_if_running_elsewhere(profile, found, env, progress)
+        return env
     with progress.phase("env", f"{name}: checking the server"):
         request = {**builder_calls.base_request(profile, found, spec), "env_name": name}
         prep = builder_calls.prepare(target, found, request, profile.offline)
@@ -140,11 +146,19 @@ def ensure(
         progress.say(f"  removed interrupted builds: {', '.join(built['cleaned'])}")
     if built.get("removed"):
         progress.say(f"  removed old environments: {', '.join(built['removed'])}")
+    _say_if_running_elsewhere(profile, found, str(built["env"]), progress)
+    return str(built["env"])
+
+
+def _say_if_running_elsewhere(
+    profile: Profile, found: Probe, env: str, progress: output.Progress
+) -> None:
+    """A running server of the profile keeps the environment it started from: say so
+    when that is not ``env``."""
     for server in found.servers:
         jupyter = str(server.get("jupyter") or "")
-        if server.get("name") == profile.name and not jupyter.startswith(built["env"] + "/"):
+        if server.get("name") == profile.name and not jupyter.startswith(env + "/"):
             progress.say(
                 f"  note: a running server of {profile.name} keeps its old environment; "
                 f"`tether down {profile.name}` and `up` again to switch"
             )
-    return str(built["env"])

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_tether.config import Profile
+from jupyter_tether.config import DEFAULT_JUPYTER, Profile
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.probe import Probe
 
@@ -22,6 +22,25 @@ _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 # "iri" format that no Jupyter schema uses (jupyter_server issue 1559). Without it,
 # jsonschema skips that one format check.
 LEFT_OUT = ("rfc3987-syntax",)
+# keep_outputs = true: jupyter-server-documents runs cells in the server and writes
+# their outputs into the notebook file, browser or not. The set is tested together
+# (tests/test_outputs_e2e.py: the browser gone after line 1 of a 30 s cell, all 30
+# lines on disk) and resolves with `pip check` clean. 0.3.x supports JupyterLab 4.6
+# (jupyter-server-documents #264), and Lab 4.6 needs collaboration-ui/docprovider >= 3
+# (its #273): pinned all together, so an upgrade is a decision, not an accident.
+KEEP_OUTPUTS = (
+    "jupyterlab==4.6.6",
+    "jupyter_server==2.21.1",
+    "jupyter-server-documents==0.3.3",
+    "jupyter-collaboration-ui==3.0.4",
+    "jupyter-docprovider==3.0.4",
+    "jupyter-server-fileid==0.9.3",
+    "jupyter-ydoc==4.2.1",
+    "pycrdt==0.14.13",
+)
+# They provide a cell executor or a document server of their own, which
+# jupyter-server-documents replaces: never in the same environment.
+KEEP_OUTPUTS_CONFLICTS = ("jupyter-server-nbmodel", "jupyter-collaboration", "jupyter-server-ydoc")
 
 
 @dataclass(frozen=True)
@@ -116,11 +135,34 @@ def choose_interpreter(profile: Profile, found: Probe) -> tuple[str, str | None]
     return f"uv:{request or '3.12'}", request
 
 
+def jupyter_requirements(profile: Profile) -> list[str]:
+    """The Jupyter part of the spec: the profile's ``jupyter``, and with keep_outputs
+    the tested set (which replaces the default ``jupyter``, whose pins it includes)."""
+    if not profile.keep_outputs:
+        return list(profile.jupyter)
+    own = [] if profile.jupyter == DEFAULT_JUPYTER else list(profile.jupyter)
+    return [*own, *KEEP_OUTPUTS]
+
+
+def keep_outputs_conflicts(requirements: Sequence[str]) -> list[str]:
+    """The KEEP_OUTPUTS_CONFLICTS that ``requirements`` name."""
+    bad = {normalized(d) for d in KEEP_OUTPUTS_CONFLICTS}
+    return [n for n in map(requirement_name, requirements) if n and normalized(n) in bad]
+
+
 def spec_for(profile: Profile, found: Probe) -> Spec:
     interpreter, python_request = choose_interpreter(profile, found)
-    reqs = [*profile.jupyter, "ipykernel", *profile.packages]
+    reqs = [*jupyter_requirements(profile), "ipykernel", *profile.packages]
     if profile.requirements:
         reqs += read_requirements(profile.requirements)
+    clash = keep_outputs_conflicts(reqs) if profile.keep_outputs else []
+    if clash:
+        raise TetherError(
+            f"profile {profile.name}: keep_outputs = true cannot go with {', '.join(clash)}",
+            hint="jupyter-server-documents brings its own cell executor and document "
+            "server; take those packages out of the profile, or set keep_outputs = false",
+            code=ExitCode.CONFIG,
+        )
     return Spec(
         interpreter=interpreter,
         python_request=python_request,
