@@ -1,4 +1,4 @@
-"""keep_outputs end to end (issue 13): a cell keeps writing into the notebook on the
+"""keep_outputs end to end: a cell keeps writing into the notebook on the
 server after the browser is gone.
 
 Real JupyterLab in headless Chromium, through the tether forward, against a managed
@@ -51,7 +51,7 @@ CODE = (
     "    time.sleep(1)"
 )
 EXPECTED = [f"line {i}" for i in range(LINES)]
-AFTER_CLOSE = 40.0  # seconds between ending the browser and reading the file (issue 13)
+AFTER_CLOSE = 40.0  # seconds between ending the browser and reading the file
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -1,4 +1,4 @@
-"""Faults that real servers produce (issue 12), against a real sshd and Jupyter: an
+"""Faults that real servers produce, against a real sshd and Jupyter: an
 account reset under a running supervisor, a second workstation that runs `down` or
 shares the server, and a /tmp cleaner over a running server. SECURITY.md's robustness
 section lists these cases.

@@ -1,4 +1,4 @@
-"""The supervisor's revival schedule (issue 12): at once, then after 2, 10 and 30 s, then
+"""The supervisor's revival schedule: at once, then after 2, 10 and 30 s, then
 it gives up; a start that another tether command made is not counted as a crash.
 
 The agent here is a stand-in: what is tested is the supervisor's own bookkeeping, with

@@ -173,7 +173,8 @@ def _clear_unrecorded(p: Paths, rundir: str) -> None:
 
     Its record goes with the home (an account reset) while /tmp stays: a stale
     jupyter.pid there would read as "Jupyter exited during start-up", a stale "ready" or
-    "stop" would mislead run.sh (issue 12). What still runs from there is stopped first.
+    "stop" would mislead run.sh (SECURITY.md: Robustness). What still runs from there is
+    stopped first.
     """
     if os.path.islink(rundir) or not os.path.isdir(rundir):
         core.remove_quietly(rundir)

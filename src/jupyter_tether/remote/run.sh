@@ -39,9 +39,9 @@ fi
 
 # Age-based /tmp cleaners (systemd-tmpfiles' "q /tmp 1777 root root 10d" on RHEL,
 # tmpreaper on Debian) remove what nobody touched for days: Jupyter's socket, the
-# kernels' ipc sockets and connection files among them (issue 12). systemd-tmpfiles
-# skips files with the sticky bit set (tmpfiles.d(5), as the XDG base directory spec
-# recommends); the others go by atime/mtime. So, while the server runs, mark and touch
+# kernels' ipc sockets and connection files among them (SECURITY.md: Robustness).
+# systemd-tmpfiles skips files with the sticky bit set (tmpfiles.d(5), as the XDG base
+# directory spec recommends); the others go by atime/mtime. So, while the server runs, mark and touch
 # everything in the run directory every TETHER_KEEP_EVERY seconds.
 keep() {
     while [ ! -e "$TETHER_RUNDIR/stop" ]; do

@@ -2,7 +2,7 @@
 
 A server is recorded in ``servers/NAME/state.json`` (``core.py`` has the layout).
 ``tether down`` leaves ``stopped/NAME.json`` behind (who, when), so that another
-workstation's supervisor can tell a deliberate stop from a crash (issue 12).
+workstation's supervisor can tell a deliberate stop from a crash (README: Always connected).
 """
 
 from __future__ import annotations
