@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="HOST")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("sync", parents=[common], help="sync the profile's folders, both ways")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--dry-run", action="store_true", help="show what would move, and why")
+    p.add_argument("--force", action="store_true", help="also write notebooks open in Jupyter")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser(
         "demo", parents=[common], help="try it: a throwaway local ssh server, then `up`"
     )
@@ -235,6 +241,17 @@ def dispatch(args: argparse.Namespace) -> int:
         from jupyter_tether.commands import doctor
 
         return doctor.doctor(args.name, ssh_config=args.ssh_config, as_json=args.json)
+    if args.command == "sync":
+        from jupyter_tether.commands import sync
+
+        return sync.sync(
+            args.name,
+            ssh_config=args.ssh_config,
+            dry_run=args.dry_run,
+            force=args.force,
+            as_json=args.json,
+            verbose=args.verbose,
+        )
     if args.command == "completion":
         from jupyter_tether import config
 

@@ -169,6 +169,24 @@ class Agent(Program):
     def revive(self, name: str, timeout: float = 180) -> protocol.UpAnswer:
         return cast(protocol.UpAnswer, self.call("revive", timeout, name=name))
 
+    def sync_list(
+        self, where: protocol.SyncWhere, *, exclude: list[str], max_size: int
+    ) -> protocol.SyncListAnswer:
+        answer = self.call("sync_list", 120, exclude=exclude, max_size=max_size, **where)
+        return cast(protocol.SyncListAnswer, answer)
+
+    def sync_read(
+        self, where: protocol.SyncWhere, paths: dict[str, str], *, max_size: int
+    ) -> protocol.SyncReadAnswer:
+        answer = self.call("sync_read", 300, paths=paths, max_size=max_size, **where)
+        return cast(protocol.SyncReadAnswer, answer)
+
+    def sync_write(
+        self, where: protocol.SyncWhere, name: str, files: dict[str, Any], *, force: bool
+    ) -> protocol.SyncWriteAnswer:
+        answer = self.call("sync_write", 300, name=name, files=files, force=force, **where)
+        return cast(protocol.SyncWriteAnswer, answer)
+
     def logs(self, name: str, lines: int = 50, timeout: float = 60) -> protocol.LogsAnswer:
         return cast(protocol.LogsAnswer, self.call("logs", timeout, name=name, lines=lines))
 

@@ -36,6 +36,16 @@ PROVISION_KEYS = ("python", "packages", "requirements", "jupyter", "kernels")
 
 
 @dataclass(frozen=True)
+class SyncPair:
+    """One ``sync = [{ local = ..., remote = ... }]`` entry (README: Syncing notebooks)."""
+
+    local: str  # a folder on the workstation (~ allowed)
+    remote: str  # on the server: relative to root_dir unless absolute
+    exclude: tuple[str, ...] = ()  # more patterns, beside the defaults
+    max_size_mb: float = 50.0  # larger files are left where they are, and said so
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything ``up`` needs to know about one server, after merging file and flags."""
 
@@ -62,6 +72,7 @@ class Profile:
     keep_outputs: bool = False  # outputs written on the server with no browser (README)
     scheduler: str | None = None  # run as a batch job of this scheduler (README: Clusters)
     job: JobSpec | None = None  # what to ask the scheduler for, with `scheduler`
+    sync: tuple[SyncPair, ...] = ()  # folder pairs for `tether sync`
     provision: bool = False  # a managed environment was asked for (any PROVISION_KEYS)
     source: str = "defaults"  # where the profile came from, for `tether config`
 
@@ -69,7 +80,7 @@ class Profile:
         d = dataclasses.asdict(self)
         d["modules"] = list(self.modules)
         d["env_vars"] = dict(self.env_vars)
-        for key in ("packages", "jupyter", "extra_index_urls", "kernels"):
+        for key in ("packages", "jupyter", "extra_index_urls", "kernels", "sync"):
             d[key] = list(d[key])
         return d
 
@@ -98,7 +109,13 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "keep_outputs": ((bool,), "true or false"),
     "scheduler": ((str,), 'one of "slurm"'),
     "slurm": ((dict,), "a table of job settings ([hosts.NAME.slurm])"),
+    "sync": (
+        (list,),
+        'a list of tables like { local = "~/work/proj", remote = "proj" } '
+        "(optional: exclude = [patterns], max_size_mb = a number)",
+    ),
 }
+_SYNC_KEYS = ("local", "remote", "exclude", "max_size_mb")
 # [hosts.NAME.slurm]: key -> (types, description); names follow sbatch's options.
 _SLURM_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "partition": ((str,), "a partition name"),
@@ -202,11 +219,26 @@ def _check_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
         ok = 0 < value <= 3600
     if ok and key == "scheduler":
         ok = value in SCHEDULERS
+    if ok and key == "sync":
+        ok = all(_sync_entry_ok(entry) for entry in value)
     if not ok:
         _fail(path, text, key, table, f"[{table}] {key} = {value!r}: must be {desc}", None)
     if key == "slurm":
         for sub, sub_value in value.items():
             _check_slurm_key(path, text, f"{table}.slurm", sub, sub_value)
+
+
+def _sync_entry_ok(entry: Any) -> bool:
+    if not isinstance(entry, dict) or set(entry) - set(_SYNC_KEYS):
+        return False
+    local, remote = entry.get("local"), entry.get("remote")
+    if not (isinstance(local, str) and local.strip() and isinstance(remote, str) and remote):
+        return False
+    exclude = entry.get("exclude", [])
+    if not (isinstance(exclude, list) and all(isinstance(e, str) and e for e in exclude)):
+        return False
+    size = entry.get("max_size_mb", 50.0)
+    return isinstance(size, int | float) and not isinstance(size, bool) and size > 0
 
 
 def _check_slurm_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
@@ -345,6 +377,15 @@ def resolve(
         keep_outputs=bool(merged.get("keep_outputs", False)),
         scheduler=scheduler,
         job=_job(name, slurm) if scheduler else None,
+        sync=tuple(
+            SyncPair(
+                local=e["local"],
+                remote=e["remote"],
+                exclude=tuple(e.get("exclude", ())),
+                max_size_mb=float(e.get("max_size_mb", 50.0)),
+            )
+            for e in merged.get("sync", ())
+        ),
         provision=any(key in merged for key in PROVISION_KEYS)
         or merged.get("keep_outputs") is True,
         source=source,

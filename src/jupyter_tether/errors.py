@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     NOT_FOUND = 9  # no such server or profile is known
     PROVISION = 10  # building the environment failed
     SCHEDULER = 11  # the batch scheduler refused the job, or it can never start
+    CONFLICT = 12  # `tether sync`: a file changed on both sides (both versions kept)
     INTERNAL = 70  # a bug in jupyter-tether (EX_SOFTWARE)
     INTERRUPTED = 130  # Ctrl-C
 

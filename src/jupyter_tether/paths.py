@@ -95,7 +95,7 @@ def ensure_private_dir(path: Path) -> Path:
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
-def write_private(path: Path, data: str) -> None:
+def write_private(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` atomically, readable by the owner only (0600).
 
     The old file stays whole until the new one is complete on disk (written, flushed,
@@ -106,8 +106,8 @@ def write_private(path: Path, data: str) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
                 f.flush()
                 os.fsync(f.fileno())
             Path(tmp).replace(path)

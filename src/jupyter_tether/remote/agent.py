@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from . import autostart, core, jobs, launching, servers
+from . import autostart, core, jobs, launching, servers, syncing
 
 OPS: Dict[str, core.Op] = {
     "up": launching.op_up,
@@ -23,6 +23,9 @@ OPS: Dict[str, core.Op] = {
     "job_submit": jobs.op_job_submit,
     "job_status": jobs.op_job_status,
     "job_cancel": jobs.op_job_cancel,
+    "sync_list": syncing.op_sync_list,
+    "sync_read": syncing.op_sync_read,
+    "sync_write": syncing.op_sync_write,
 }
 
 

@@ -116,6 +116,43 @@ class DownAnswer(_DownAnswer, total=False):
     pid: Optional[int]
 
 
+class SyncWhere(TypedDict):
+    remote: str  # the folder: relative to root_dir unless absolute
+    root_dir: str
+
+
+class SyncedFile(TypedDict):
+    sha256: str
+    size: int
+
+
+class SyncListAnswer(TypedDict):
+    """The complete files under a synced folder; the others, and why (``syncing.py``)."""
+
+    folder: str
+    exists: bool
+    files: Dict[str, SyncedFile]
+    deferred: Dict[str, str]  # not complete now: being saved, just changed, torn
+    skipped: Dict[str, str]  # never synced: over the size limit
+
+
+class SyncContent(TypedDict):
+    sha256: str
+    data: str  # base64
+
+
+class SyncReadAnswer(TypedDict):
+    files: Dict[str, SyncContent]
+    deferred: Dict[str, str]
+
+
+class SyncWriteAnswer(TypedDict):
+    written: List[str]
+    changed: List[str]  # not what the workstation listed any more: not written
+    open: List[str]  # a notebook with a live session, without force: not written
+    backups: List[str]  # where the replaced files were copied first
+
+
 class LogsAnswer(TypedDict):
     log: str
     text: str

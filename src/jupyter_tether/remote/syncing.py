@@ -1,0 +1,262 @@
+"""The agent's side of ``tether sync``: list, read and write files under a synced folder.
+
+Every decision is made on the workstation (``jupyter_tether/sync.py``) from content
+hashes; this side only answers what is there and carries out writes that still find
+what the workstation saw. A file is only offered while it is complete: Jupyter saves a
+notebook by rewriting it in place with the old content in ``.~NAME`` meanwhile
+(jupyter_server's ``atomic_writing`` with ``use_atomic_writing``'s default), so a
+``.~NAME`` beside it, a change in the last seconds, or a notebook that does not parse
+means "come back later". Every file a write replaces is first copied into
+``backups/NAME/STAMP/`` under the state root.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import json
+import os
+import time
+from typing import Dict, List, Optional
+
+from . import core
+from .core import Json, RemoteError
+
+SETTLE = 2.0  # seconds a file must have been left alone before it is read
+BACKUPS_KEPT = 20  # backup stamps kept per server
+
+
+def folder(req: Json) -> str:
+    root = os.path.expanduser(str(req.get("root_dir") or "~"))
+    path = os.path.join(root, os.path.expanduser(str(req["remote"])))
+    return os.path.normpath(path)
+
+
+def excluded(rel: str, patterns: List[str]) -> bool:
+    parts = rel.split("/")
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if any(fnmatch.fnmatchcase(p, pattern[:-1]) for p in parts[:-1]):
+                return True
+        elif fnmatch.fnmatchcase(parts[-1], pattern) or fnmatch.fnmatchcase(rel, pattern):
+            return True
+    return False
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _incomplete(path: str, data: bytes, now: float, mtime: float) -> Optional[str]:
+    head, name = os.path.split(path)
+    if os.path.exists(os.path.join(head, ".~" + name)):
+        return "being saved (%s is there)" % (".~" + name)
+    if abs(now - mtime) < SETTLE:
+        return "changed in the last %.0f s" % SETTLE
+    if name.endswith(".ipynb"):
+        try:
+            json.loads(data.decode("utf-8"))
+        except ValueError:
+            return "not a complete notebook (it does not parse)"
+    return None
+
+
+def _read(path: str, max_size: int, now: float) -> Json:
+    st = os.lstat(path)
+    if max_size and st.st_size > max_size:
+        return {"skip": "larger than the limit (%d bytes)" % st.st_size}
+    with open(path, "rb") as f:
+        data = f.read()
+    why = _incomplete(path, data, now, st.st_mtime)
+    if why:
+        return {"defer": why}
+    if os.lstat(path).st_mtime != st.st_mtime:
+        return {"defer": "changed while it was read"}
+    return {"sha256": digest(data), "size": len(data), "data": data}
+
+
+def _walk(base: str, patterns: List[str]) -> List[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        rel_dir = os.path.relpath(dirpath, base)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(d for d in dirnames if not excluded(rel_dir + d + "/x", patterns))
+        for name in sorted(filenames):
+            rel = rel_dir + name
+            full = os.path.join(dirpath, name)
+            if name.startswith(".~") or excluded(rel, patterns) or os.path.islink(full):
+                continue
+            found.append(rel)
+    return found
+
+
+def op_sync_list(req: Json) -> Json:
+    """Every file under the folder with its hash; the incomplete ones as deferred."""
+    base = folder(req)
+    if not os.path.isdir(base):
+        return {"folder": base, "exists": False, "files": {}, "deferred": {}, "skipped": {}}
+    patterns = list(req.get("exclude") or [])
+    max_size = int(req.get("max_size") or 0)
+    now = time.time()
+    files: Json = {}
+    deferred: Dict[str, str] = {}
+    skipped: Dict[str, str] = {}
+    for rel in _walk(base, patterns):
+        try:
+            got = _read(os.path.join(base, rel), max_size, now)
+        except OSError as exc:
+            deferred[rel] = exc.strerror or str(exc)
+            continue
+        if "defer" in got:
+            deferred[rel] = got["defer"]
+        elif "skip" in got:
+            skipped[rel] = got["skip"]
+        else:
+            files[rel] = {"sha256": got["sha256"], "size": got["size"]}
+    return {
+        "folder": base,
+        "exists": True,
+        "files": files,
+        "deferred": deferred,
+        "skipped": skipped,
+    }
+
+
+def _safe(base: str, rel: str) -> str:
+    path = os.path.normpath(os.path.join(base, rel))
+    if not path.startswith(base + os.sep):
+        raise RemoteError("bad_request", "%s is outside the synced folder" % rel)
+    return path
+
+
+def op_sync_read(req: Json) -> Json:
+    """The contents of ``paths``, each only if complete and still of the hash listed."""
+    base = folder(req)
+    max_size = int(req.get("max_size") or 0)
+    now = time.time()
+    out: Json = {}
+    deferred: Dict[str, str] = {}
+    for rel, want in dict(req.get("paths") or {}).items():
+        try:
+            got = _read(_safe(base, rel), max_size, now)
+        except OSError as exc:
+            deferred[rel] = exc.strerror or str(exc)
+            continue
+        if "data" not in got:
+            deferred[rel] = got.get("defer") or got.get("skip") or "unreadable"
+        elif got["sha256"] != want:
+            deferred[rel] = "changed since it was listed"
+        else:
+            out[rel] = {"sha256": got["sha256"], "data": base64.b64encode(got["data"]).decode()}
+    return {"files": out, "deferred": deferred}
+
+
+def _current(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return digest(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def backup_dir(name: str, stamp: str) -> str:
+    return os.path.join(core.state_root(), "backups", name, stamp)
+
+
+def _prune(name: str) -> None:
+    parent = os.path.join(core.state_root(), "backups", name)
+    stamps = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
+    for old in stamps[:-BACKUPS_KEPT]:
+        core.remove_quietly(os.path.join(parent, old))
+
+
+def _open_notebooks(name: str) -> Optional[List[str]]:
+    """Paths (relative to root_dir) of notebooks with a live session in server ``name``,
+    or None when that server is not running here."""
+    from . import servers
+
+    p = core.Paths(name)
+    st = core.read_json(p.state)
+    if not st:
+        return None
+    try:
+        code, body = servers.http_request(st, "GET", "/api/sessions", servers.read_token(p))
+    except OSError:
+        return None
+    if code != 200:
+        return None
+    try:
+        sessions = json.loads(body.decode())
+    except ValueError:
+        return None
+    return [str(s.get("path") or "") for s in sessions if isinstance(s, dict)]
+
+
+def op_sync_write(req: Json) -> Json:
+    """Write files that still have the hash the workstation expects (None: absent).
+
+    A file changed since the workstation listed it is refused (``changed``), a notebook
+    with a live Jupyter session is refused unless ``force`` (``open``); every file
+    replaced is copied into the backup store first.
+    """
+    base = folder(req)
+    os.makedirs(base, exist_ok=True)
+    name = str(req["name"])
+    stamp = time.strftime("%Y%m%dT%H%M%S") + "-%d" % os.getpid()
+    root = os.path.expanduser(str(req.get("root_dir") or "~"))
+    live = [] if req.get("force") else (_open_notebooks(name) or [])
+    written: List[str] = []
+    changed: List[str] = []
+    opened: List[str] = []
+    backups: List[str] = []
+    for rel, item in dict(req.get("files") or {}).items():
+        path = _safe(base, rel)
+        if os.path.relpath(path, root).replace(os.sep, "/") in live:
+            opened.append(rel)
+            continue
+        if _current(path) != item.get("expect"):
+            changed.append(rel)
+            continue
+        data = base64.b64decode(item["data"])
+        if digest(data) != item["sha256"]:
+            raise RemoteError("bad_request", "%s arrived damaged" % rel)
+        if os.path.exists(path):
+            saved = os.path.join(backup_dir(name, stamp), rel)
+            os.makedirs(os.path.dirname(saved), 0o700, exist_ok=True)
+            with open(path, "rb") as src:
+                _write(saved, src.read())
+            backups.append(saved)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write(path, data)
+        if _current(path) != item["sha256"]:
+            raise RemoteError("os_error", "%s does not read back as written" % rel)
+        written.append(rel)
+    if backups:
+        _prune(name)
+    return {"written": written, "changed": changed, "open": opened, "backups": backups}
+
+
+def _write(path: str, data: bytes) -> None:
+    """Atomically: a temporary file beside it, fsynced, renamed over it."""
+    tmp = "%s.tether-%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        core.remove_quietly(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,302 @@
+"""Two-way sync of a profile's folder pairs, decided by content, never by mtime.
+
+For each pair the workstation keeps a manifest (path -> SHA-256 of the version both
+sides had after the last sync) and a copy of each synced version (content-addressed,
+for three-way merges). A path then is:
+
+* the same on both sides: nothing to do;
+* changed on one side only: copied to the other (the file it replaces goes to that
+  side's backups first);
+* changed on both: a **conflict**; neither side is overwritten, the server's version is
+  written beside the local one as ``NAME.remote-STAMP.ext`` and the command exits 12;
+* deleted on one side: **not** propagated; the other side keeps its copy and says so;
+* not ready on the server (being saved, changed in the last seconds, a notebook that
+  does not parse): left for the next sync.
+
+The server's side (listing, reading only complete files, writes that still find what
+was listed, its backups, notebooks open in Jupyter) is ``remote/syncing.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_tether import paths
+from jupyter_tether.clients import Agent
+from jupyter_tether.config import SyncPair
+from jupyter_tether.remote import protocol
+
+# Never synced: Jupyter's checkpoints and save-in-progress copies, caches, the
+# collaboration store, version control (README: Syncing notebooks).
+DEFAULT_EXCLUDE = (
+    ".ipynb_checkpoints/",
+    ".~*",
+    "__pycache__/",
+    ".jupyter_ystore.db",
+    ".git/",
+    "*.tether-*.tmp",
+)
+BACKUPS_KEPT = 20  # backup stamps kept per server on the workstation
+
+
+@dataclass(frozen=True)
+class Action:
+    path: str
+    what: str  # same, push, pull, conflict, keep-local, keep-remote, defer, skip
+    why: str
+
+
+def decide(
+    local: Mapping[str, str],
+    remote: Mapping[str, str],
+    base: Mapping[str, str],
+    deferred: Mapping[str, str] | None = None,
+) -> list[Action]:
+    """What to do with every path, from the hashes on each side and at the last sync."""
+    deferred = deferred or {}
+    actions = []
+    for path in sorted(set(local) | set(remote) | set(base) | set(deferred)):
+        if path in deferred:
+            actions.append(Action(path, "defer", f"on the server: {deferred[path]}"))
+            continue
+        here, there, was = local.get(path), remote.get(path), base.get(path)
+        if here == there:
+            if here is not None:
+                actions.append(Action(path, "same", "the same on both sides"))
+        elif there == was:  # only this side changed
+            if here is None:
+                why = "deleted here; kept on the server (deletions are not propagated)"
+                actions.append(Action(path, "keep-remote", why))
+            else:
+                actions.append(Action(path, "push", "new here" if was is None else "changed here"))
+        elif here == was:  # only the server changed
+            if there is None:
+                why = "deleted on the server; kept here (deletions are not propagated)"
+                actions.append(Action(path, "keep-local", why))
+            else:
+                why = "new on the server" if was is None else "changed on the server"
+                actions.append(Action(path, "pull", why))
+        elif here is None:
+            actions.append(Action(path, "pull", "deleted here but changed on the server"))
+        elif there is None:
+            actions.append(Action(path, "push", "deleted on the server but changed here"))
+        else:
+            why = "new on both sides" if was is None else "changed on both sides"
+            actions.append(Action(path, "conflict", why))
+    return actions
+
+
+def excluded(rel: str, patterns: Iterable[str]) -> bool:
+    """The same rule as the server's: ``dir/`` patterns match a directory anywhere,
+    others the file name or the whole relative path."""
+    parts = rel.split("/")
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if any(fnmatch.fnmatchcase(p, pattern[:-1]) for p in parts[:-1]):
+                return True
+        elif fnmatch.fnmatchcase(parts[-1], pattern) or fnmatch.fnmatchcase(rel, pattern):
+            return True
+    return False
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def scan(
+    folder: Path, patterns: Iterable[str], max_size: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """``(files, skipped)``: path -> hash of every file to sync here, and why others are not."""
+    patterns = tuple(patterns)
+    files: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    if not folder.is_dir():
+        return files, skipped
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel_dir = os.path.relpath(dirpath, folder)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(d for d in dirnames if not excluded(rel_dir + d + "/x", patterns))
+        for name in sorted(filenames):
+            rel = rel_dir + name
+            path = Path(dirpath, name)
+            if excluded(rel, patterns) or path.is_symlink():
+                continue
+            size = path.stat().st_size
+            if size > max_size:
+                skipped[rel] = f"larger than the limit ({size} bytes)"
+                continue
+            files[rel] = digest(path.read_bytes())
+    return files, skipped
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the workstation keeps a pair's manifest, synced versions and backups."""
+
+    name: str
+    pair: SyncPair
+
+    @property
+    def root(self) -> Path:
+        key = digest(f"{self.pair.local}\0{self.pair.remote}".encode())[:12]
+        return paths.state_dir() / "sync" / self.name / key
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        files = data.get("files") if isinstance(data, dict) else None
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+    def save(self, files: Mapping[str, str]) -> None:
+        record = {"local": self.pair.local, "remote": self.pair.remote, "files": dict(files)}
+        paths.write_private(self.manifest, json.dumps(record, indent=1, sort_keys=True))
+
+    def keep_version(self, data: bytes) -> None:
+        """The synced version, by hash: the base of a later three-way decision."""
+        path = self.root / "objects" / digest(data)
+        if not path.exists():
+            paths.write_private(path, data)
+
+
+def backup_root(name: str) -> Path:
+    return paths.state_dir() / "backups" / name
+
+
+@dataclass
+class Outcome:
+    actions: list[Action]
+    pushed: list[str] = dataclasses.field(default_factory=list)
+    pulled: list[str] = dataclasses.field(default_factory=list)
+    conflicts: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # path, beside
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why
+    backups: list[str] = dataclasses.field(default_factory=list)
+
+
+def sync_pair(
+    agent: Agent,
+    name: str,
+    pair: SyncPair,
+    root_dir: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+) -> Outcome:
+    """Sync one folder pair once, both ways."""
+    place = Place(name, pair)
+    folder = Path(pair.local).expanduser()
+    patterns = (*DEFAULT_EXCLUDE, *pair.exclude)
+    max_size = int(pair.max_size_mb * 1024 * 1024)
+    where: protocol.SyncWhere = {"remote": pair.remote, "root_dir": root_dir}
+    listed = agent.sync_list(where, exclude=list(patterns), max_size=max_size)
+    remote = {rel: str(v["sha256"]) for rel, v in listed["files"].items()}
+    local, skipped = scan(folder, patterns, max_size)
+    base = place.load()
+    actions = decide(local, remote, base, listed.get("deferred") or {})
+    actions += [Action(p, "skip", why) for p, why in {**skipped, **listed["skipped"]}.items()]
+    out = Outcome(actions)
+    if dry_run:
+        return out
+    manifest = dict(base)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    wanted = {a.path: remote[a.path] for a in actions if a.what in ("pull", "conflict")}
+    fetched = _fetch(agent, where, wanted, max_size, out) if wanted else {}
+    for a in actions:
+        if a.what == "same":
+            manifest[a.path] = local[a.path]
+        elif a.what == "pull" and a.path in fetched:
+            _write_local(folder, a.path, fetched[a.path], backup_root(name) / stamp, out)
+            place.keep_version(fetched[a.path])
+            manifest[a.path] = remote[a.path]
+            out.pulled.append(a.path)
+        elif a.what == "conflict" and a.path in fetched:
+            beside = _beside(a.path, stamp)
+            _write_local(folder, beside, fetched[a.path], backup_root(name) / stamp, out)
+            out.conflicts.append((a.path, beside))
+    pushes = {a.path: (folder / a.path).read_bytes() for a in actions if a.what == "push"}
+    if pushes:
+        files = {
+            rel: {
+                "data": base64.b64encode(data).decode(),
+                "sha256": digest(data),
+                "expect": remote.get(rel),
+            }
+            for rel, data in pushes.items()
+        }
+        answer = agent.sync_write(where, name, files, force=force)
+        for rel in answer["written"]:
+            place.keep_version(pushes[rel])
+            manifest[rel] = digest(pushes[rel])
+            out.pushed.append(rel)
+        for rel in answer["changed"]:
+            out.refused[rel] = "changed on the server meanwhile; the next sync decides again"
+        for rel in answer["open"]:
+            out.refused[rel] = "open in Jupyter; close it, or sync with --force"
+        out.backups += [f"server: {b}" for b in answer["backups"]]
+    for path in [p for p in manifest if p not in local and p not in remote]:
+        del manifest[path]  # gone on both sides
+    place.save(manifest)
+    _prune(backup_root(name))
+    return out
+
+
+def _fetch(
+    agent: Agent, where: protocol.SyncWhere, wanted: dict[str, str], max_size: int, out: Outcome
+) -> dict[str, bytes]:
+    answer = agent.sync_read(where, wanted, max_size=max_size)
+    got: dict[str, bytes] = {}
+    for rel, item in answer["files"].items():
+        data = base64.b64decode(item["data"])
+        if digest(data) == wanted[rel]:  # what was listed, whole
+            got[rel] = data
+        else:
+            out.refused[rel] = "arrived different from what was listed; the next sync retries"
+    for rel, why in (answer.get("deferred") or {}).items():
+        out.refused[rel] = f"on the server: {why}"
+    return got
+
+
+def _beside(rel: str, stamp: str) -> str:
+    head, _, name = rel.rpartition("/")
+    stem, dot, ext = name.partition(".")
+    other = f"{stem}.remote-{stamp}{dot}{ext}"
+    return f"{head}/{other}" if head else other
+
+
+def _write_local(folder: Path, rel: str, data: bytes, backups: Path, out: Outcome) -> None:
+    """Write atomically; a file it replaces goes to the workstation's backups first."""
+    path = folder / rel
+    if path.exists():
+        saved = backups / rel
+        saved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.write_private(saved, path.read_bytes())
+        out.backups.append(f"here: {saved}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tether-{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _prune(root: Path) -> None:
+    stamps = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for old in stamps[:-BACKUPS_KEPT]:
+        for sub in sorted(old.rglob("*"), reverse=True):
+            sub.unlink() if not sub.is_dir() else sub.rmdir()
+        old.rmdir()
