@@ -69,7 +69,13 @@ def synced(tether: Tether, sshd: LocalSshd, jupyter_env: Path, tmp_path: Path) -
     local = tmp_path / "proj"
     local.mkdir()
     tether.profile(NAME, env=str(jupyter_env), sync=[{"local": str(local), "remote": REMOTE}])
-    on_server(sshd, f"import shutil; os.chdir('..'); shutil.rmtree({REMOTE!r})")
+    # A clean folder and no backups from an earlier test on the server.
+    backups = f"~/.local/state/jupyter-tether/backups/{NAME}"
+    on_server(
+        sshd,
+        f"import shutil; os.chdir('..'); shutil.rmtree({REMOTE!r})\n"
+        f"shutil.rmtree(os.path.expanduser({backups!r}), ignore_errors=True)",
+    )
     return local
 
 
@@ -233,3 +239,34 @@ def test_a_push_over_an_open_notebook_needs_force(
         assert any(b.startswith("server: ") for b in pair["backups"])
     finally:
         tether("down", NAME)
+
+
+def test_backups_restore_an_overwritten_file_on_either_side(
+    tether: Tether, sshd: LocalSshd, synced: Path
+) -> None:
+    local = synced
+    put(sshd, "a.txt", "first\n")
+    (local / "b.txt").write_text("first\n")
+    run_sync(tether)
+    settle()
+    put(sshd, "a.txt", "second\n")  # pulled over the local copy
+    (local / "b.txt").write_text("second\n")  # pushed over the server's copy
+    _, pair = run_sync(tether)
+    assert pair["pulled"] == ["a.txt"] and pair["pushed"] == ["b.txt"]
+    res = tether("backups", NAME, "--json")
+    assert res.rc == 0, res.err
+    listed = {(b["side"], Path(b["path"]).name): b["id"] for b in json.loads(res.out)}
+    assert set(listed) == {("here", "a.txt"), ("server", "b.txt")}
+    res = tether("backups", NAME, "--restore", listed[("here", "a.txt")])
+    assert res.rc == 0, res.err
+    assert (local / "a.txt").read_text() == "first\n"
+    res = tether("backups", NAME, "--restore", listed[("server", "b.txt")])
+    assert res.rc == 0, res.err
+    assert read(sshd, "b.txt") == "first\n"
+    # What each restore replaced is a backup in its turn.
+    after = [
+        (b["side"], Path(b["path"]).name) for b in json.loads(tether("backups", NAME, "--json").out)
+    ]
+    assert after.count(("here", "a.txt")) == 2 and after.count(("server", "b.txt")) == 2
+    missing = tether("backups", NAME, "--restore", "here:nope/x/y")
+    assert missing.rc == 9 and "tether backups" in missing.err

@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="also write notebooks open in Jupyter")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("backups", parents=[common], help="files `sync` replaced; restore one")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--restore", metavar="ID", help="put this backup back (ids: see the list)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser(
         "demo", parents=[common], help="try it: a throwaway local ssh server, then `up`"
     )
@@ -251,6 +256,12 @@ def dispatch(args: argparse.Namespace) -> int:
             force=args.force,
             as_json=args.json,
             verbose=args.verbose,
+        )
+    if args.command == "backups":
+        from jupyter_tether.commands import backups
+
+        return backups.backups(
+            args.name, restore=args.restore, ssh_config=args.ssh_config, as_json=args.json
         )
     if args.command == "completion":
         from jupyter_tether import config

@@ -187,6 +187,13 @@ class Agent(Program):
         answer = self.call("sync_write", 300, name=name, files=files, force=force, **where)
         return cast(protocol.SyncWriteAnswer, answer)
 
+    def backups(self, name: str) -> protocol.BackupsAnswer:
+        return cast(protocol.BackupsAnswer, self.call("backups_list", 60, name=name))
+
+    def backup_restore(self, name: str, stamp: str, path: str) -> protocol.RestoreAnswer:
+        answer = self.call("backup_restore", 120, name=name, stamp=stamp, path=path)
+        return cast(protocol.RestoreAnswer, answer)
+
     def logs(self, name: str, lines: int = 50, timeout: float = 60) -> protocol.LogsAnswer:
         return cast(protocol.LogsAnswer, self.call("logs", timeout, name=name, lines=lines))
 

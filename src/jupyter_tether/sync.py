@@ -213,19 +213,20 @@ def sync_pair(
         return out
     manifest = dict(base)
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    here = backup_root(name) / stamp / place.root.name  # this pair's backups of this sync
     wanted = {a.path: remote[a.path] for a in actions if a.what in ("pull", "conflict")}
     fetched = _fetch(agent, where, wanted, max_size, out) if wanted else {}
     for a in actions:
         if a.what == "same":
             manifest[a.path] = local[a.path]
         elif a.what == "pull" and a.path in fetched:
-            _write_local(folder, a.path, fetched[a.path], backup_root(name) / stamp, out)
+            _write_local(folder, a.path, fetched[a.path], here, out)
             place.keep_version(fetched[a.path])
             manifest[a.path] = remote[a.path]
             out.pulled.append(a.path)
         elif a.what == "conflict" and a.path in fetched:
             beside = _beside(a.path, stamp)
-            _write_local(folder, beside, fetched[a.path], backup_root(name) / stamp, out)
+            _write_local(folder, beside, fetched[a.path], here, out)
             out.conflicts.append((a.path, beside))
     pushes = {a.path: (folder / a.path).read_bytes() for a in actions if a.what == "push"}
     if pushes:
@@ -281,10 +282,7 @@ def _write_local(folder: Path, rel: str, data: bytes, backups: Path, out: Outcom
     """Write atomically; a file it replaces goes to the workstation's backups first."""
     path = folder / rel
     if path.exists():
-        saved = backups / rel
-        saved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        paths.write_private(saved, path.read_bytes())
-        out.backups.append(f"here: {saved}")
+        out.backups.append(f"here: {back_up(folder, rel, backups)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tether-{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -292,6 +290,59 @@ def _write_local(folder: Path, rel: str, data: bytes, backups: Path, out: Outcom
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+META = ".tether-backup.json"  # in each pair's backup folder: the folder it came from
+
+
+def back_up(folder: Path, rel: str, backups: Path) -> Path:
+    """Copy ``folder/rel`` into ``backups`` (0600); return the copy's path."""
+    if not (backups / META).exists():
+        paths.write_private(backups / META, json.dumps({"folder": str(folder)}))
+    saved = backups / rel
+    saved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.write_private(saved, (folder / rel).read_bytes())
+    return saved
+
+
+@dataclass(frozen=True)
+class LocalBackup:
+    id: str  # STAMP/KEY/PATH
+    path: str  # relative to folder
+    folder: Path
+    size: int
+    stamp: str
+
+
+def local_backups(name: str) -> list[LocalBackup]:
+    root = backup_root(name)
+    found = []
+    for meta in sorted(root.glob(f"*/*/{META}")):
+        folder = Path(json.loads(meta.read_text(encoding="utf-8"))["folder"])
+        for f in sorted(p for p in meta.parent.rglob("*") if p.is_file() and p != meta):
+            rel = f.relative_to(meta.parent).as_posix()
+            ident = f"{meta.parent.parent.name}/{meta.parent.name}/{rel}"
+            found.append(LocalBackup(ident, rel, folder, f.stat().st_size, meta.parent.parent.name))
+    return found
+
+
+def restore_local(name: str, ident: str) -> tuple[Path, Path | None]:
+    """Put backup ``ident`` back; the file there now is backed up first."""
+    match = [b for b in local_backups(name) if b.id == ident]
+    if not match:
+        raise KeyError(ident)
+    b = match[0]
+    source = backup_root(name) / ident
+    target = b.folder / b.path
+    kept = None
+    if target.exists():
+        stamp = time.strftime("%Y%m%dT%H%M%S") + "-restore"
+        kept = back_up(b.folder, b.path, backup_root(name) / stamp / ident.split("/")[1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tether-{os.getpid()}.tmp")
+    tmp.write_bytes(source.read_bytes())
+    os.replace(tmp, target)
+    return target, kept
 
 
 def _prune(root: Path) -> None:

@@ -41,7 +41,7 @@ def sync(
         else:
             progress = output.Progress(verbose=verbose, quiet=True)
             target, found = stack.enter_context(connected(profile, ssh_config, progress))
-            python = _agent_python(found, name)
+            python = agent_python(found, name)
         agent = Agent(target, python)
         outcomes = [
             (
@@ -95,7 +95,7 @@ def _print(local: str, remote: str, o: Outcome, *, dry_run: bool, verbose: bool)
         print(f"  backup: {saved}")
 
 
-def _agent_python(found: probe.Probe, name: str) -> str:
+def agent_python(found: probe.Probe, name: str) -> str:
     """A Python >= 3.8 on the server for the agent (no server is recorded to ask)."""
     for python in found.pythons:
         if python.version >= (3, 8):

@@ -26,6 +26,8 @@ OPS: Dict[str, core.Op] = {
     "sync_list": syncing.op_sync_list,
     "sync_read": syncing.op_sync_read,
     "sync_write": syncing.op_sync_write,
+    "backups_list": syncing.op_backups_list,
+    "backup_restore": syncing.op_backup_restore,
 }
 
 

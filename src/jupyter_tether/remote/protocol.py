@@ -153,6 +153,22 @@ class SyncWriteAnswer(TypedDict):
     backups: List[str]  # where the replaced files were copied first
 
 
+class Backup(TypedDict):
+    stamp: str
+    path: str  # relative to folder
+    size: int
+    folder: str  # the synced folder it was taken from
+
+
+class BackupsAnswer(TypedDict):
+    backups: List[Backup]
+
+
+class RestoreAnswer(TypedDict):
+    restored: str
+    kept: Optional[str]  # where the file it replaced was backed up
+
+
 class LogsAnswer(TypedDict):
     log: str
     text: str

@@ -222,11 +222,7 @@ def op_sync_write(req: Json) -> Json:
         if digest(data) != item["sha256"]:
             raise RemoteError("bad_request", "%s arrived damaged" % rel)
         if os.path.exists(path):
-            saved = os.path.join(backup_dir(name, stamp), rel)
-            os.makedirs(os.path.dirname(saved), 0o700, exist_ok=True)
-            with open(path, "rb") as src:
-                _write(saved, src.read())
-            backups.append(saved)
+            backups.append(back_up(name, stamp, base, rel))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _write(path, data)
         if _current(path) != item["sha256"]:
@@ -235,6 +231,70 @@ def op_sync_write(req: Json) -> Json:
     if backups:
         _prune(name)
     return {"written": written, "changed": changed, "open": opened, "backups": backups}
+
+
+META = ".tether-backup.json"  # in each backup stamp: the folder its paths are under
+
+
+def back_up(name: str, stamp: str, base: str, rel: str) -> str:
+    """Copy ``base/rel`` into the backup stamp ``stamp``; return the copy's path."""
+    where = backup_dir(name, stamp)
+    saved = os.path.join(where, rel)
+    os.makedirs(os.path.dirname(saved), 0o700, exist_ok=True)
+    if not os.path.exists(os.path.join(where, META)):
+        core.write_private(os.path.join(where, META), json.dumps({"folder": base}))
+    with open(os.path.join(base, rel), "rb") as src:
+        _write(saved, src.read())
+    os.chmod(saved, 0o600)
+    return saved
+
+
+def op_backups_list(req: Json) -> Json:
+    """Every backed-up file of server ``name``: stamp, path, size, folder."""
+    parent = os.path.join(core.state_root(), "backups", str(req["name"]))
+    found = []
+    for stamp in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        meta = core.read_json(os.path.join(parent, stamp, META)) or {}
+        for dirpath, _dirs, files in os.walk(os.path.join(parent, stamp)):
+            for f in sorted(files):
+                full = os.path.join(dirpath, f)
+                rel = os.path.relpath(full, os.path.join(parent, stamp)).replace(os.sep, "/")
+                if rel == META:
+                    continue
+                st = os.stat(full)
+                found.append(
+                    {
+                        "stamp": stamp,
+                        "path": rel,
+                        "size": st.st_size,
+                        "folder": meta.get("folder", ""),
+                    }
+                )
+    return {"backups": found}
+
+
+def op_backup_restore(req: Json) -> Json:
+    """Put a backed-up file back where it was; the file there now is backed up first."""
+    name, stamp, rel = str(req["name"]), str(req["stamp"]), str(req["path"])
+    where = backup_dir(name, stamp)
+    if os.sep in stamp or stamp.startswith("."):
+        raise RemoteError("bad_request", "%s is not a backup" % stamp)
+    meta = core.read_json(os.path.join(where, META))
+    source = _safe(where, rel)
+    if not meta or not os.path.isfile(source):
+        raise RemoteError(
+            "not_found", "no backup %s/%s of %s" % (stamp, rel, name), "`tether backups NAME`"
+        )
+    base = str(meta["folder"])
+    target = _safe(base, rel)
+    kept = None
+    if os.path.exists(target):
+        kept = back_up(name, time.strftime("%Y%m%dT%H%M%S") + "-%d" % os.getpid(), base, rel)
+    with open(source, "rb") as f:
+        data = f.read()
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    _write(target, data)
+    return {"restored": target, "kept": kept}
 
 
 def _write(path: str, data: bytes) -> None:
