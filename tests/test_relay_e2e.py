@@ -1,0 +1,112 @@
+"""The supervisor's relay in front of the real forward (relay.py): it owns 127.0.0.1:PORT,
+carries a large download byte for byte, and keeps the port while the ssh master is
+killed and rebuilt under it."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jupyter_tether import jupyter_api, relay, supervisor
+from testing.helpers.cli import Tether
+from testing.helpers.jupyter import new_kernel, run_on
+from tests.conftest import LocalSshd
+from tests.test_local_faults_e2e import master_pids, sigkill
+
+pytestmark = pytest.mark.e2e
+
+NAME = "tt-server"  # the sandbox sshd's host alias
+MEGABYTES = 48
+
+
+@pytest.fixture
+def server(tether: Tether, sshd: LocalSshd, jupyter_env: Path) -> Iterator[dict[str, object]]:
+    tether.profile(NAME, env=str(jupyter_env))
+    res = tether("up", NAME, "--no-browser", "--json")
+    assert res.rc == 0, res.err
+    info: dict[str, object] = json.loads(res.out)
+    info["token"] = str(info["url"]).split("token=")[1]
+    try:
+        yield info
+    finally:
+        tether("down", NAME)
+
+
+def listeners(port: int) -> list[tuple[str, int]]:
+    """(address, pid) of every TCP listener on ``port`` (``ss -ltnp``)."""
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    found = []
+    for line in out.splitlines():
+        for pid in re.findall(r"pid=(\d+)", line):
+            found.append((line.split()[3], int(pid)))
+    return found
+
+
+def supervisor_pid() -> int:
+    status = supervisor.read_status(NAME)
+    assert status is not None, "no supervisor runs"
+    return int(status["pid"])
+
+
+def test_the_port_is_the_supervisors_and_a_large_download_is_byte_exact(
+    server: dict[str, object],
+) -> None:
+    port, token = int(str(server["local_port"])), str(server["token"])
+    assert listeners(port) == [(f"127.0.0.1:{port}", supervisor_pid())]
+    assert relay.socket_path(NAME).is_socket()  # the master's end of the forward
+    kernel = new_kernel(port, token)
+    made = run_on(
+        port,
+        token,
+        kernel,
+        "import hashlib, os\n"
+        f"data = os.urandom({MEGABYTES << 20})\n"
+        "open('tt-relay.bin', 'wb').write(data)\n"
+        "print(hashlib.sha256(data).hexdigest())",
+    ).strip()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", "/files/tt-relay.bin", headers={"Authorization": f"token {token}"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200
+    assert len(body) == MEGABYTES << 20
+    assert hashlib.sha256(body).hexdigest() == made
+
+
+def test_the_port_stays_while_the_master_is_killed_and_rebuilt(
+    server: dict[str, object],
+) -> None:
+    """Without any command: the supervisor rebuilds the master and the forward behind the
+    same listener, so an open tab's port never changes hands or stops listening."""
+    port, token = int(str(server["local_port"])), str(server["token"])
+    kernel = new_kernel(port, token)
+    assert run_on(port, token, kernel, "kept = 41; print(kept)").strip() == "41"
+    pid = supervisor_pid()
+    runtime = Path(os.environ["JUPYTER_TETHER_RUNTIME_DIR"])
+    masters = master_pids(runtime)
+    assert masters, "no ssh master to kill"
+    sigkill(masters)
+    # The listener is still there, still the supervisor's, while the master is gone.
+    assert listeners(port) == [(f"127.0.0.1:{port}", pid)]
+    deadline = time.monotonic() + 30
+    while jupyter_api.status(port, token, timeout=1) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert jupyter_api.status(port, token, timeout=5) is not None, "not back within 30 s"
+    assert run_on(port, token, kernel, "print(kept + 1)").strip() == "42"
+    assert supervisor_pid() == pid
+    assert listeners(port) == [(f"127.0.0.1:{port}", pid)]
+    assert set(master_pids(runtime)).isdisjoint(masters)
