@@ -13,7 +13,9 @@ refusal, not a timeout), and open tabs keep their port.
 
 One thread per direction of each connection, blocking: it is the simplest relay that
 keeps back-pressure (a slow browser slows the server's sends through ssh's window) and
-costs little memory (a 64 KiB buffer and a small stack per thread).
+costs little memory (a 64 KiB buffer and a small stack per thread).  splice(2) through
+a pipe was tried: on Linux 6 it moved a Unix socket's bytes to TCP at the same CPU cost
+per GB as this copy (~0.5 s), so the copy stays, portable.
 """
 
 from __future__ import annotations
