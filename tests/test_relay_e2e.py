@@ -4,11 +4,13 @@ killed and rebuilt under it."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,11 +21,12 @@ import pytest
 from jupyter_tether import jupyter_api, relay, supervisor
 from testing.helpers.cli import Tether
 from testing.helpers.jupyter import new_kernel, run_on
-from tests.conftest import LocalSshd
+from tests.conftest import IS_ROOT, LocalSshd
 from tests.test_local_faults_e2e import master_pids, sigkill
 
 pytestmark = pytest.mark.e2e
 
+PIDFD_GETFD = 438  # the syscall's number, the same on every Linux architecture
 NAME = "tt-server"  # the sandbox sshd's host alias
 MEGABYTES = 48
 
@@ -51,6 +54,36 @@ def listeners(port: int) -> list[tuple[str, int]]:
         for pid in re.findall(r"pid=(\d+)", line):
             found.append((line.split()[3], int(pid)))
     return found
+
+
+def _pidfd_getfd(pid: int, fd: int) -> socket.socket:
+    """A copy of another process's socket (pidfd_getfd(2), Linux >= 5.6, as root)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        got = libc.syscall(PIDFD_GETFD, pidfd, fd, 0)
+        if got < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+    finally:
+        os.close(pidfd)
+    return socket.socket(fileno=got)
+
+
+def sshd_end_of(master: int) -> socket.socket:
+    """The server's end of the ssh master's TCP connection, taken from sshd."""
+    rows = subprocess.run(
+        ["ss", "-tnpH", "state", "established"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    ends = [r.split() for r in rows if f"pid={master}," in r]
+    assert ends, "the master has no TCP connection"
+    local, peer = ends[0][2], ends[0][3]
+    for row in rows:
+        cols = row.split()
+        if cols[2] == peer and cols[3] == local:
+            m = re.search(r'"sshd[^"]*",pid=(\d+),fd=(\d+)', row)
+            if m:
+                return _pidfd_getfd(int(m.group(1)), int(m.group(2)))
+    raise AssertionError(f"no sshd holds the other end of {local} -> {peer}")
 
 
 def supervisor_pid() -> int:
@@ -110,3 +143,13 @@ def test_the_port_stays_while_the_master_is_killed_and_rebuilt(
     assert supervisor_pid() == pid
     assert listeners(port) == [(f"127.0.0.1:{port}", pid)]
     assert set(master_pids(runtime)).isdisjoint(masters)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="reading sshd's socket options needs root")
+def test_sshd_has_tcp_nodelay_on_the_masters_connection(server: dict[str, object]) -> None:
+    """The master's first session had a pty, so sshd (OpenSSH < 10.1 too) set
+    TCP_NODELAY on the connection; without it sshd's replies wait for delayed ACKs."""
+    masters = master_pids(Path(os.environ["JUPYTER_TETHER_RUNTIME_DIR"]))
+    assert len(masters) == 1
+    with sshd_end_of(masters[0]) as theirs:
+        assert theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
