@@ -142,13 +142,20 @@ def test_the_port_stays_while_the_master_is_killed_and_rebuilt(
     assert run_on(port, token, kernel, "print(kept + 1)").strip() == "42"
     assert supervisor_pid() == pid
     assert listeners(port) == [(f"127.0.0.1:{port}", pid)]
-    assert set(master_pids(runtime)).isdisjoint(masters)
+    rebuilt = master_pids(runtime)
+    assert rebuilt and set(rebuilt).isdisjoint(masters)
+    if IS_ROOT:
+        # The rebuilt master ran no command before the forward: only its pty-first
+        # session made sshd set TCP_NODELAY (a forward alone never does).
+        with sshd_end_of(rebuilt[0]) as theirs:
+            assert theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="reading sshd's socket options needs root")
 def test_sshd_has_tcp_nodelay_on_the_masters_connection(server: dict[str, object]) -> None:
-    """The master's first session had a pty, so sshd (OpenSSH < 10.1 too) set
-    TCP_NODELAY on the connection; without it sshd's replies wait for delayed ACKs."""
+    """sshd set TCP_NODELAY on the master's connection: without it sshd's replies wait
+    for delayed ACKs. (sshd sets it on a connection's first session; the master's is
+    one with a pty, which old versions need to count as interactive.)"""
     masters = master_pids(Path(os.environ["JUPYTER_TETHER_RUNTIME_DIR"]))
     assert len(masters) == 1
     with sshd_end_of(masters[0]) as theirs:
