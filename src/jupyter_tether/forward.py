@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-from jupyter_tether import ssh
+from jupyter_tether import relay, ssh, supervisor
 from jupyter_tether.errors import ExitCode, TetherError
-
-ATTEMPTS = 8  # how often to retry when another program grabs the port we picked
 
 
 def free_port() -> int:
@@ -46,22 +44,18 @@ def check_port(port: int) -> None:
         )
 
 
-def establish(target: ssh.Target, remote: str, *, want: int | None, fixed: bool) -> int:
-    """Forward a local port to ``remote`` and return it.
+def establish(
+    target: ssh.Target, name: str, remote: str, *, want: int | None, fixed: bool
+) -> tuple[int, bool]:
+    """Forward a local port to ``remote``; return it, and whether a supervisor was started.
 
-    ``want`` is tried first (the port of an earlier session, so open tabs keep working);
-    with ``fixed`` it is the only acceptable port.  ssh rejects local port 0, so we pick a
-    free port ourselves and retry if something takes it between our check and ssh's bind.
+    The master forwards the relay's private Unix socket to ``remote``; the supervisor
+    listens on the port and relays to it (relay.py says why).  ``want`` is tried first
+    (the port of an earlier session, so open tabs keep working); with ``fixed`` it is the
+    only acceptable port.  A supervisor already listening on ``want`` keeps it.
     """
-    candidates: list[int] = []
-    if want is not None:
-        candidates.append(want)
-    last = ""
-    for attempt in range(ATTEMPTS):
-        port = candidates[attempt] if attempt < len(candidates) else free_port()
-        res = ssh.add_forward(target, port, remote)
-        if res.ok:
-            return port
+    res = ssh.add_forward(target, relay.socket_path(name), remote)
+    if not res.ok:
         last = ssh.first_meaningful_line(res.stderr)
         if "control socket" in last.lower() or "no such file" in last.lower():
             raise TetherError(
@@ -69,15 +63,43 @@ def establish(target: ssh.Target, remote: str, *, want: int | None, fixed: bool)
                 hint="run the command again; it reconnects",
                 code=ExitCode.SSH_CONNECT,
             )
-        if fixed:
-            check_port(port)  # explains a busy or privileged port
-            raise TetherError(
-                f"cannot forward local port {port}: {last or 'ssh refused'}",
-                hint="pick another --port",
-                code=ExitCode.LOCAL_PORT,
-            )
-    raise TetherError(
-        f"could not find a free local port after {ATTEMPTS} tries ({last})",
-        hint="something is grabbing ports on 127.0.0.1; retry, or pass --port",
-        code=ExitCode.LOCAL_PORT,
-    )
+        raise TetherError(
+            f"cannot forward to {remote} on {target.destination}: {last or 'ssh refused'}",
+            hint="`tether doctor` checks that the server's sshd allows forwarding",
+            code=ExitCode.SSH_CONNECT,
+        )
+    current = supervisor.read_status(name)
+    if current is not None and want is not None and current.get("port") == want:
+        return want, False
+    if current is not None:
+        supervisor.stop(name)  # it listens on another port, for an older session
+    listener = _listen(want, fixed)
+    port = int(listener.getsockname()[1])
+    try:
+        supervisor.start(name, listener)
+    finally:
+        listener.close()  # the supervisor has its own copy now
+    return port, True
+
+
+def _listen(want: int | None, fixed: bool) -> socket.socket:
+    """A socket listening on ``want`` or, unless ``fixed``, on some free port."""
+    for port in [want] if want is not None else []:
+        try:
+            return relay.listen(port)
+        except OSError as exc:
+            if fixed:
+                check_port(port)  # explains a busy or privileged port
+                raise TetherError(
+                    f"cannot listen on local port {port}: {exc.strerror}",
+                    hint="pick another --port",
+                    code=ExitCode.LOCAL_PORT,
+                ) from None
+    try:
+        return relay.listen(0)
+    except OSError as exc:
+        raise TetherError(
+            f"cannot listen on any local port: {exc.strerror}",
+            hint="something is wrong with 127.0.0.1 on this workstation; retry",
+            code=ExitCode.LOCAL_PORT,
+        ) from None

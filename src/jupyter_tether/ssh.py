@@ -30,6 +30,10 @@ MASTER_OPTIONS = (
     "ServerAliveCountMax=2",
     "-o",
     "ControlPersist=yes",
+    # The relay's socket (relay.py) of a master that was killed is still on disk; the
+    # next master's `-O forward` to the same path would fail "Address already in use".
+    "-o",
+    "StreamLocalBindUnlink=yes",
 )
 
 
@@ -160,7 +164,28 @@ def ensure_master(target: Target, *, batch: bool = False) -> bool:
             if batch and err.code == ExitCode.SSH_AUTH:
                 err.hint = f"this login needs you at a terminal: `tether open {target.destination}`"
             raise err
+        _interactive_first(target)
         return True
+
+
+def _interactive_first(target: Target) -> None:
+    """Open the master's first session with a pty, so that sshd turns TCP_NODELAY on.
+
+    sshd decides once per connection, on its first session, whether it is interactive
+    (packet.c ``ssh_packet_set_interactive``; before OpenSSH 10.1 only a pty makes it so),
+    and a non-interactive connection leaves Nagle on: each burst of small replies then
+    waits for the workstation's delayed ACK (issue 15).  BatchMode: the master is the one
+    place that authenticates; this rides it or fails.  Best effort: a server that refuses
+    ptys still works, only slower.
+    """
+    argv = [*target.base_argv(), "-o", "ControlMaster=no", "-o", "BatchMode=yes", "-tt"]
+    try:
+        res = proc.run([*argv, "--", target.destination, "true"], timeout=20, stdin_devnull=True)
+    except TetherError as exc:
+        log.debug("no pty session on the new master: %s", exc.message)
+        return
+    if not res.ok:
+        log.debug("no pty session on the new master: %s", first_meaningful_line(res.stderr))
 
 
 def _remove_stale_socket(target: Target, check_stderr: str) -> None:
@@ -192,25 +217,32 @@ def run_script(target: Target, script: str, *, timeout: float = 120) -> proc.Res
     return res
 
 
-def forward_spec(local_port: int, remote: str) -> str:
-    """``-L`` spec: always bound to 127.0.0.1, to a remote Unix socket path or host:port."""
-    return f"127.0.0.1:{local_port}:{remote}"
+def forward_spec(local: int | Path, remote: str) -> str:
+    """``-L`` spec to a remote Unix socket path or host:port, from a local Unix socket
+    (the relay's, in a private directory) or a TCP port always bound to 127.0.0.1."""
+    if isinstance(local, Path):
+        return f"{local}:{remote}"
+    return f"127.0.0.1:{local}:{remote}"
 
 
-def add_forward(target: Target, local_port: int, remote: str) -> proc.Result:
+def add_forward(target: Target, local: int | Path, remote: str) -> proc.Result:
     return proc.run(
-        target.control_argv("forward", "-L", forward_spec(local_port, remote)),
+        target.control_argv("forward", "-L", forward_spec(local, remote)),
         timeout=15,
         stdin_devnull=True,
     )
 
 
-def cancel_forward(target: Target, local_port: int, remote: str) -> None:
+def cancel_forward(target: Target, local: int | Path, remote: str) -> None:
     proc.run(
-        target.control_argv("cancel", "-L", forward_spec(local_port, remote)),
+        target.control_argv("cancel", "-L", forward_spec(local, remote)),
         timeout=15,
         stdin_devnull=True,
     )
+    if isinstance(local, Path):
+        # ssh leaves the socket file of a cancelled Unix-socket listener behind.
+        with contextlib.suppress(OSError):
+            local.unlink()
 
 
 # --- turning ssh's stderr into advice -------------------------------------------------

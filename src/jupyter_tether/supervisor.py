@@ -37,6 +37,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import batch, jupyter_api, output, paths, ssh, state
+from jupyter_tether import batch, jupyter_api, output, paths, relay, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.errors import TetherError
 from jupyter_tether.proc import pid_alive
@@ -61,9 +62,14 @@ REVIVES = (4, 600.0)  # at most 4 revivals of a dead server per 10 minutes,
 REVIVE_WAITS = (0.0, 2.0, 10.0, 30.0)  # the first at once, the next ones after these
 FAILED_EVERY = 5.0  # seconds between two looks once repairs have failed for good
 GIVE_UP = 24 * 3600.0  # a supervisor failing for a whole day stops
+RECORD_WAIT = 300.0  # how long a supervisor started by `up` waits for its record
+HANDOVER_WAIT = 10.0  # how long a new supervisor waits for the old one to leave
 JOB_EVERY = 30.0  # seconds between two looks at a batch job's time left
 WARN_BEFORE = (900, 300)  # seconds before a job's end when the user is warned
 _BUSY = TetherError("a tether command on this workstation is working on it")
+# The supervisors this process started: `stop` finds them even when their status file
+# could not be written (a full disk), so a failed `up` leaves no supervisor behind.
+_started: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def _dir() -> Path:
@@ -101,23 +107,31 @@ def read_status(name: str) -> dict[str, Any] | None:
     return data
 
 
-def start(name: str) -> int:
-    """Start the supervisor for ``name`` unless one runs; return its pid."""
+def start(name: str, listener: socket.socket | None = None) -> int:
+    """Start the supervisor for ``name`` unless one runs; return its pid.
+
+    ``listener`` (a socket listening on the server's local port) is handed over to it
+    for its relay; without one it binds the recorded port itself."""
     current = read_status(name)
     if current is not None:
         return int(current["pid"])
+    argv = [sys.executable, "-m", "jupyter_tether.supervisor", name]
+    if listener is not None:
+        argv.append(f"--listen-fd={listener.fileno()}")
     log = os.open(log_path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_tether.supervisor", name],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,  # survives the terminal closing
             close_fds=True,
+            pass_fds=(listener.fileno(),) if listener is not None else (),
         )
     finally:
         os.close(log)
+    _started[name] = proc
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         current = read_status(name)
@@ -133,9 +147,13 @@ def start(name: str) -> int:
 def stop(name: str) -> bool:
     """Stop the supervisor for ``name`` (SIGTERM, then SIGKILL); True if one ran."""
     current = read_status(name)
-    if current is None:
+    ours = _started.pop(name, None)
+    if current is not None:
+        pid = int(current["pid"])
+    elif ours is not None and ours.poll() is None:
+        pid = ours.pid
+    else:
         return False
-    pid = int(current["pid"])
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
@@ -290,7 +308,7 @@ class _Supervisor:
                 raise
             self.say("bridge into the job re-established")
         self.timeouts = 0
-        res = ssh.add_forward(via, rec.local_port, rec.remote)
+        res = ssh.add_forward(via, relay.socket_path(rec.name), rec.remote)
         if not res.ok:
             raise TetherError(
                 f"cannot forward 127.0.0.1:{rec.local_port} again: "
@@ -432,16 +450,51 @@ def notify(title: str, text: str) -> bool:
     return False
 
 
+def _listener(sup: _Supervisor, argv: list[str]) -> socket.socket | None:
+    """The relay's listening socket: handed over by `up`/`open`, or the recorded port."""
+    if len(argv) == 3 and argv[2].startswith("--listen-fd="):
+        return socket.socket(fileno=int(argv[2].split("=", 1)[1]))
+    rec = state.load(sup.name)
+    if rec is None:
+        return None
+    try:
+        return relay.listen(rec.local_port)
+    except OSError as exc:
+        sup.set("failed", f"cannot listen on 127.0.0.1:{rec.local_port}: {exc.strerror}")
+        return None
+
+
+def _await_record(sup: _Supervisor) -> bool:
+    """Started by `up` before its record is saved: wait until `up` saves it or gives up
+    (it holds the server's lock until then)."""
+    deadline = time.monotonic() + RECORD_WAIT
+    while not sup.stopping and time.monotonic() < deadline:
+        if state.load(sup.name) is not None:
+            return True
+        with contextlib.suppress(TetherError), state.lock(sup.name, timeout=0, busy=_BUSY):
+            return state.load(sup.name) is not None
+        sup.sleep(0.05)
+    return False
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m jupyter_tether.supervisor NAME", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m jupyter_tether.supervisor NAME [--listen-fd=FD]", file=sys.stderr)
         return 2
     name = argv[1]
     fd = os.open(_lock_path(name), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another supervisor already looks after this server
+    # Handed a listener, this one was asked for in place of any other: one that is
+    # still on its way out (stopped, or giving up after a failed `up`) gets a moment.
+    deadline = time.monotonic() + (HANDOVER_WAIT if len(argv) == 3 else 0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return 0  # another supervisor already looks after this server
+            time.sleep(0.05)
     sup = _Supervisor(name)
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -450,8 +503,18 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    listener = _listener(sup, argv)
+    if listener is None:
+        os.close(fd)
+        return 1
+    # Listening before the status says so: `start` returns once the port answers.
+    relay.serve(listener, relay.socket_path(name))
+    sup.status["port"] = listener.getsockname()[1]
     sup.set("connecting")
     try:
+        if not _await_record(sup):
+            sup.say("no server was recorded; exiting")
+            return 0
         return sup.run()
     finally:
         if sup.stopping:

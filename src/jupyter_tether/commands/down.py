@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_tether import batch, output, probe, ssh, state, supervisor
+from jupyter_tether import batch, output, probe, relay, ssh, state, supervisor
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import release_master, target_for, workstation
 from jupyter_tether.config import check_name, resolve
@@ -52,7 +52,7 @@ def _down(name: str, *, ssh_config: Path | None, verbose: bool, purge: bool) -> 
         removed = ", ".join(hooks.get("removed") or []) or "none was installed"
         progress.say(f"removed the autostart hook ({removed})")
     if rec is not None:
-        ssh.cancel_forward(target, rec.local_port, rec.remote)
+        ssh.cancel_forward(target, relay.socket_path(name), rec.remote)
         state.remove(name)
     release_master(target)
     how = answer.get("how")
@@ -65,7 +65,7 @@ def _down_job(rec: state.Record, target: ssh.Target, progress: output.Progress) 
     assert rec.job is not None
     job = batch.Job.from_dict(rec.job)
     way = batch.via(rec.name, job, target)
-    ssh.cancel_forward(way, rec.local_port, rec.remote)
+    ssh.cancel_forward(way, relay.socket_path(rec.name), rec.remote)
     if way is not target:
         ssh.exit_master(way)
     with progress.phase("cancel", f"job {job.id}"):

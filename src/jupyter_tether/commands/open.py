@@ -5,7 +5,7 @@ from __future__ import annotations
 import webbrowser
 from pathlib import Path
 
-from jupyter_tether import forward, jupyter_api, output, ssh, state, supervisor
+from jupyter_tether import forward, jupyter_api, output, relay, ssh, state, supervisor
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import record_or_fail, target_for
 from jupyter_tether.errors import ExitCode, TetherError
@@ -32,11 +32,15 @@ def _open(
     with progress.phase("connect", rec.ssh):
         ssh.ensure_master(target)
     with progress.phase("forward"):
-        port = forward.establish(target, rec.remote, want=rec.local_port, fixed=False)
+        port, started = forward.establish(
+            target, name, rec.remote, want=rec.local_port, fixed=False
+        )
     with progress.phase("ready", f"http://127.0.0.1:{port}"):
         status, problem = jupyter_api.wait_status(port, rec.token, seconds=10)
     if status is None:
-        ssh.cancel_forward(target, port, rec.remote)
+        ssh.cancel_forward(target, relay.socket_path(name), rec.remote)
+        if started:
+            supervisor.stop(name)
         raise TetherError(
             f"{name}: the server on {rec.hostname} does not answer ({problem})",
             hint=f"{_why_not(target, rec)}; `tether up {name}` starts it again",

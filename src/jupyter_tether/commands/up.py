@@ -16,6 +16,7 @@ from jupyter_tether import (
     output,
     probe,
     provision,
+    relay,
     ssh,
     state,
     supervisor,
@@ -78,6 +79,8 @@ def _up(
     def undo() -> None:
         # Leave nothing behind that this command created: an interrupted or failed `up`
         # leaves the old state or the new one, never a server without a record.
+        if previous is None:
+            supervisor.stop(profile.name)  # started for the forward, before any record
         if launched and job is not None:
             _cancel_job(target, profile, found, job, python)
         elif launched:
@@ -206,8 +209,9 @@ def _finish(
 ) -> int:
     """Record the server, hand it to the supervisor, and tell the user."""
     local_port = rec.local_port
-    # From here on the supervisor owns the forward: it re-creates it on this port after
-    # a network drop, and brings the server back if it is gone.
+    # From here on the supervisor owns the forward (it has listened on the port since
+    # the forward step): it re-creates it after a network drop, and brings the server
+    # back if it is gone.
     supervisor_pid = supervisor.start(profile.name)
     hook = _autostart(target, profile, found, python) if autostart else None
     if hook:
@@ -329,9 +333,10 @@ def _forward_and_check(
 ) -> tuple[int, protocol.UpAnswer]:
     previous = state.load(profile.name)
     want = port if port is not None else (previous.local_port if previous else None)
+    sock = relay.socket_path(profile.name)
     with progress.phase("forward"):
-        local_port = forward.establish(
-            target, _remote_end(server), want=want, fixed=port is not None
+        local_port, started = forward.establish(
+            target, profile.name, _remote_end(server), want=want, fixed=port is not None
         )
     with progress.phase("ready", f"http://127.0.0.1:{local_port}"):
         # The agent saw the server answer on the server; through a working forward that
@@ -347,19 +352,22 @@ def _forward_and_check(
             "  the server does not allow forwarding to a Unix socket: "
             "restarting Jupyter on TCP 127.0.0.1"
         )
-        ssh.cancel_forward(target, local_port, _remote_end(server))
+        ssh.cancel_forward(target, sock, _remote_end(server))
         Agent(target, python).down(profile.name)
         with progress.phase("start", "again, on TCP"):
             server = launch.start(target, profile, found, python=python, transport="tcp")
         with progress.phase("forward"):
-            local_port = forward.establish(
-                target, _remote_end(server), want=local_port, fixed=port is not None
+            local_port, again = forward.establish(
+                target, profile.name, _remote_end(server), want=local_port, fixed=port is not None
             )
+            started = started or again
         with progress.phase("ready", f"http://127.0.0.1:{local_port}"):
             status, problem = jupyter_api.wait_status(local_port, server["token"], seconds=15)
         if status is not None:
             return local_port, server
-    ssh.cancel_forward(target, local_port, _remote_end(server))
+    ssh.cancel_forward(target, sock, _remote_end(server))
+    if started:
+        supervisor.stop(profile.name)
     raise TetherError(
         f"the server runs on {found.hostname}, but 127.0.0.1:{local_port} does not reach it "
         f"({problem})",
