@@ -1,5 +1,5 @@
-"""`tether sync` against a real sshd and, where a notebook is open, a real Jupyter
-(issue 14): round trip, conflicts, clock skew, deletions, backups, torn writes."""
+"""`tether sync` against a real sshd and, where a notebook is open, a real Jupyter:
+round trip, conflicts, clock skew, deletions, backups, torn writes."""
 
 from __future__ import annotations
 

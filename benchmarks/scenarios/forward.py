@@ -5,7 +5,7 @@
 * direct: this process connecting to the socket itself (the sandbox server is this
   machine), the physical limit with no ssh at all.
 
-tether's kernel round trip is also set beside the direct socket's (issue 15 asks for
+tether's kernel round trip is also set beside the direct socket's (the goal is
 <= 1.5x at p50, <= 2x at p99), and the supervisor's memory, which carries tether's
 relay (relay.py), is read after its download.
 

@@ -4,7 +4,7 @@ Why not let ssh listen on the port: a connection accepted on a ``-L`` listener g
 TCP_NODELAY only when the forward's target is not a Unix socket (openssh channels.c,
 ``c->host_port != PORT_STREAMLOCAL``), and Jupyter's target is one.  Nagle's algorithm
 then holds back each burst of small websocket frames (busy, stream, reply, idle) until
-the browser's delayed ACK, ~40 ms per cell (issue 15).  So the supervisor listens on the
+the browser's delayed ACK, ~40 ms per cell (benchmarks/README.md).  So the supervisor listens on the
 port itself, sets TCP_NODELAY on every connection, and relays the bytes to a private
 Unix socket that the ssh master forwards to the server (``-L SOCK:REMOTE``); a Unix
 socket has no Nagle.  The listener outlives the master: while the master is rebuilt a

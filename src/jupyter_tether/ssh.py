@@ -174,9 +174,9 @@ def _interactive_first(target: Target) -> None:
     sshd decides once per connection, on its first session, whether it is interactive
     (packet.c ``ssh_packet_set_interactive``; before OpenSSH 10.1 only a pty makes it so),
     and a non-interactive connection leaves Nagle on: each burst of small replies then
-    waits for the workstation's delayed ACK (issue 15).  BatchMode: the master is the one
-    place that authenticates; this rides it or fails.  Best effort: a server that refuses
-    ptys still works, only slower.
+    waits for the workstation's delayed ACK (benchmarks/README.md).  BatchMode: the master
+    is the one place that authenticates; this rides it or fails.  Best effort: a server
+    that refuses ptys still works, only slower.
     """
     argv = [*target.base_argv(), "-o", "ControlMaster=no", "-o", "BatchMode=yes", "-tt"]
     try:
