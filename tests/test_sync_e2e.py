@@ -7,6 +7,9 @@ import http.client
 import inspect
 import json
 import shlex
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 
 from jupyter_tether.remote import syncing
 from testing.helpers.cli import Tether
-from tests.conftest import LocalSshd
+from tests.conftest import LocalSshd, SandboxTopology
 
 pytestmark = pytest.mark.e2e
 
@@ -270,3 +273,66 @@ def test_backups_restore_an_overwritten_file_on_either_side(
     assert after.count(("here", "a.txt")) == 2 and after.count(("server", "b.txt")) == 2
     missing = tether("backups", NAME, "--restore", "here:nope/x/y")
     assert missing.rc == 9 and "tether backups" in missing.err
+
+
+@pytest.mark.netns
+def test_watch_pushes_an_edit_at_once_and_catches_up_after_a_cut(
+    tether: Tether, topology: SandboxTopology, jupyter_env: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "proj"
+    local.mkdir()
+    tether.profile("tt-far", env=str(jupyter_env), sync=[{"local": str(local), "remote": REMOTE}])
+
+    def far(script: str) -> str:
+        prog = f"import os; os.makedirs({REMOTE!r}, exist_ok=True); os.chdir({REMOTE!r})\n{script}"
+        res = topology.ssh_config.ssh("tt-far", f"python3 -c {shlex.quote(prog)}", timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    far(f"import shutil; os.chdir('..'); shutil.rmtree({REMOTE!r})")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_tether", "sync", "tt-far", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[tuple[float, str]] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend((time.monotonic(), line) for line in proc.stdout or ()),
+        daemon=True,
+    )
+    reader.start()
+
+    def said(word: str, after: float, seconds: float) -> float:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for at, line in list(lines):
+                if at >= after and word in line:
+                    return at
+            time.sleep(0.05)
+        pytest.fail(f"watch did not say {word!r} within {seconds:.0f} s: {lines}")
+
+    try:
+        said("watching", 0.0, 60)
+        time.sleep(1)
+        written = time.monotonic()
+        (local / "a.txt").write_text("edited on the laptop\n")
+        pushed = said("pushed a.txt", written, 10)
+        assert pushed - written < 2.0, f"the edit took {pushed - written:.2f} s to reach the server"
+        assert far("print(open('a.txt').read(), end='')") == "edited on the laptop\n"
+        topology.topology.cut()
+        try:
+            (local / "b.txt").write_text("written during the cut\n")
+            said("sync paused", written, 40)
+        finally:
+            topology.topology.restore()
+        back = time.monotonic()
+        said("pushed b.txt", back, 60)
+        said("caught up", back, 60)
+        assert far("print(open('b.txt').read(), end='')") == "written during the cut\n"
+        assert (local / "a.txt").read_text() == "edited on the laptop\n"  # nothing lost
+    finally:
+        topology.topology.restore()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0

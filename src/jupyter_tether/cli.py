@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--dry-run", action="store_true", help="show what would move, and why")
     p.add_argument("--force", action="store_true", help="also write notebooks open in Jupyter")
+    p.add_argument(
+        "--watch", action="store_true", help="keep syncing: local changes at once, the server's"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("backups", parents=[common], help="files `sync` replaced; restore one")
@@ -256,6 +259,7 @@ def dispatch(args: argparse.Namespace) -> int:
             force=args.force,
             as_json=args.json,
             verbose=args.verbose,
+            watch=args.watch,
         )
     if args.command == "backups":
         from jupyter_tether.commands import backups

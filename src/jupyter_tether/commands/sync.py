@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import time
 from pathlib import Path
 
-from jupyter_tether import output, probe, ssh, state
+from jupyter_tether import config, output, probe, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import connected, target_for
 from jupyter_tether.config import check_name, resolve
@@ -23,6 +26,7 @@ def sync(
     force: bool = False,
     as_json: bool = False,
     verbose: bool = False,
+    watch: bool = False,
 ) -> int:
     check_name(name)
     profile = resolve(name)
@@ -43,6 +47,8 @@ def sync(
             target, found = stack.enter_context(connected(profile, ssh_config, progress))
             python = agent_python(found, name)
         agent = Agent(target, python)
+        if watch:
+            return _watch(name, profile, agent, force=force)
         outcomes = [
             (
                 pair.local,
@@ -62,6 +68,69 @@ def sync(
     ):
         return ExitCode.CONFLICT
     return ExitCode.OK
+
+
+WATCH_LOOK = 0.5  # seconds between two looks at the local folders
+WATCH_POLL = 5.0  # seconds between two syncs when nothing changed here (the server's side)
+
+
+def _watch(name: str, profile: config.Profile, agent: Agent, *, force: bool) -> int:
+    """Sync whenever a local folder changes, and every WATCH_POLL s for the server's
+    changes; a lost link is retried until it is back, and the next sync catches up."""
+    # A lost link is noticed by the master's ServerAlive; a new one must not wait long.
+    agent.target = dataclasses.replace(agent.target, connect_timeout=5)
+    folders = [Path(pair.local).expanduser() for pair in profile.sync]
+    print(f"watching {', '.join(map(str, folders))} for {name}; Ctrl-C stops", flush=True)
+    seen: tuple[int, ...] | None = None
+    last = 0.0
+    lost = False
+    try:
+        while True:
+            now_seen = tuple(_signature(f) for f in folders)
+            due = lost or now_seen != seen or time.monotonic() - last >= WATCH_POLL
+            if due:
+                last = time.monotonic()
+                try:
+                    ssh.ensure_master(agent.target, batch=True)
+                    for pair in profile.sync:
+                        o = sync_pair(agent, name, pair, profile.root_dir, force=force)
+                        _print_moves(pair.local, pair.remote, o)
+                except TetherError as exc:
+                    if not lost:
+                        print(f"sync paused: {exc.message}; trying again", flush=True)
+                    lost = True
+                else:
+                    if lost:
+                        print("link back: caught up", flush=True)
+                    lost, seen = False, now_seen
+            time.sleep(1.0 if lost else WATCH_LOOK)
+    except KeyboardInterrupt:
+        print("stopped watching", flush=True)
+        return ExitCode.OK
+
+
+def _signature(folder: Path) -> int:
+    """A cheap fingerprint of a folder (names, sizes, mtimes): has anything changed?
+    What to do is still decided by content, in sync_pair."""
+    items = []
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.join(dirpath, f))
+                items.append((dirpath, f, st.st_size, st.st_mtime_ns))
+    return hash(tuple(sorted(items)))
+
+
+def _print_moves(local: str, remote: str, o: Outcome) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    for path in o.pushed:
+        print(f"{stamp} pushed {path} to {remote}", flush=True)
+    for path in o.pulled:
+        print(f"{stamp} pulled {path} into {local}", flush=True)
+    for path, beside in o.conflicts:
+        print(f"{stamp} conflict: {path}; the server's version is {beside}", flush=True)
+    for path, why in o.refused.items():
+        print(f"{stamp} not synced: {path}: {why}", flush=True)
 
 
 def _as_dict(local: str, remote: str, o: Outcome) -> dict[str, object]:
