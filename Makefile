@@ -11,6 +11,8 @@ setup:
 
 ## lint: ruff (lint and format) and mypy --strict
 lint:
+	@# A merge's leftovers (what pre-commit's check-merge-conflict catches) fail the build.
+	@! git grep -n -E '^(<<<<<<<|>>>>>>>) ' -- . ':!*.lock'
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
