@@ -147,8 +147,7 @@ def test_the_port_stays_while_the_master_is_killed_and_rebuilt(
     if IS_ROOT:
         # The rebuilt master ran no command before the forward: only its pty-first
         # session made sshd set TCP_NODELAY (a forward alone never does).
-        with sshd_end_of(rebuilt[0]) as theirs:
-            assert theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert sshd_sets_nodelay(rebuilt[0])
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="reading sshd's socket options needs root")
@@ -158,5 +157,17 @@ def test_sshd_has_tcp_nodelay_on_the_masters_connection(server: dict[str, object
     one with a pty, which old versions need to count as interactive.)"""
     masters = master_pids(Path(os.environ["JUPYTER_TETHER_RUNTIME_DIR"]))
     assert len(masters) == 1
-    with sshd_end_of(masters[0]) as theirs:
-        assert theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert sshd_sets_nodelay(masters[0])
+
+
+def sshd_sets_nodelay(master: int, seconds: float = 10) -> bool:
+    """Whether sshd's end of ``master``'s connection gets TCP_NODELAY: the first session
+    runs in the background of the master's start, so give it a moment (bounded)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with sshd_end_of(master) as theirs:
+            if theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +165,9 @@ def ensure_master(target: Target, *, batch: bool = False) -> bool:
             if batch and err.code == ExitCode.SSH_AUTH:
                 err.hint = f"this login needs you at a terminal: `tether open {target.destination}`"
             raise err
-        _interactive_first(target)
+        # In the background: the forward (a reconnect's whole point) need not wait for a
+        # login shell on the server; a burst in the first moments may still stall.
+        threading.Thread(target=_interactive_first, args=(target,), daemon=True).start()
         return True
 
 
