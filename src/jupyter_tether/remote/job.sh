@@ -96,12 +96,13 @@ else
     log "Jupyter did not start on $node"
 fi
 
-# `wait` returns early when a trapped signal arrives: wait until Jupyter is gone.
-while :; do
+# `wait` returns early, with 128 + the signal, when a trapped signal arrives: wait until
+# Jupyter is gone, then once more for its own exit status (bash keeps it for us).
+while kill -0 "$pid" 2>/dev/null; do
     wait "$pid"
-    status=$?
-    kill -0 "$pid" 2>/dev/null || break
 done
+wait "$pid"
+status=$?
 # The session may already belong to the next job (`up` after a cancel): touch only ours.
 if [ -f "$session/job.json" ] && ! grep -q "\"stdout\": \"$job[;\"]" "$session/job.json"; then
     exit "$status"
