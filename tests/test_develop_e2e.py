@@ -6,6 +6,7 @@ off the same kernel keeps the old code."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from jupyter_tether.remote import envs, syncing
 from testing.helpers.cli import Tether
 from testing.helpers.jupyter import new_kernel, run_on
 from testing.helpers.users import home_of
-from tests.conftest import IS_ROOT, PROV_USER
+from testing.sshd import host_entry, start_sshd, stop_sshd
+from tests.conftest import IS_ROOT, PROV_USER, SandboxTopology
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,7 +48,9 @@ def ptether(tether: Tether, prov_cache: Path, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture
 def package(tmp_path: Path) -> Path:
-    """A local package folder: ``mypkg.answer()`` returns 1."""
+    """A local package folder: ``mypkg.answer()`` returns 1. The server has no copy from
+    an earlier session (the account's reset keeps ROOT_DIR; a stale copy is a conflict)."""
+    shutil.rmtree(home_of(PROV_USER) / ".tether-develop", ignore_errors=True)
     root = tmp_path / "mypkg"
     (root / "mypkg").mkdir(parents=True)
     (root / "pyproject.toml").write_text(PYPROJECT)
@@ -139,3 +143,53 @@ def test_an_edit_synced_from_here_is_used_by_the_next_cell_without_a_restart(
 
 def run_in_new_kernel(port: int, token: str, code: str) -> str:
     return run_on(port, token, new_kernel(port, token), code)
+
+
+@pytest.fixture
+def prov_far(
+    topology: SandboxTopology,
+    sandbox_dir: Path,
+    client_key: Path,
+    prov_user: str,
+    ptether: Tether,
+) -> Iterator[str]:
+    """An sshd for tether-prov inside the server namespace (no route out), port 2222."""
+    server = start_sshd(
+        sandbox_dir / "sshd-prov-far",
+        users=[prov_user],
+        listen=topology.topology.server_address,
+        port=2222,
+        netns=topology.topology.server_ns,
+        client_key=client_key,
+    )
+    try:
+        topology.ssh_config.add(
+            host_entry(server, "tt-prov-far", user=prov_user, proxy_jump=topology.jump_host)
+        )
+        yield "tt-prov-far"
+    finally:
+        ptether("down", "tt-prov-far")  # while its sshd still runs
+        stop_sshd(server)
+
+
+@pytest.mark.netns
+def test_an_offline_server_builds_the_editable_install_from_wheels_sent_from_here(
+    ptether: Tether, prov_far: str, package: Path
+) -> None:
+    (package / "pyproject.toml").write_text(PYPROJECT + 'dependencies = ["toolz"]\n')
+    ptether.profile(prov_far, develop=[str(package)], autoreload=True)
+    res = ptether("up", prov_far, "--no-browser", "--json")
+    assert res.rc == 0, res.err
+    info = json.loads(res.out)
+    # built offline (the namespace has no route out), from wheels sent from here
+    assert json.loads((env_of(prov_far) / envs.MARKER).read_text())["offline"] is True
+    wheels = sorted(
+        p.name for p in (home_of(PROV_USER) / ".local/share/jupyter-tether/wheels").glob("*.whl")
+    )
+    # the build backend, what its editable build asked for, and the dependency
+    assert any(w.startswith("hatchling-") for w in wheels)
+    assert any(w.startswith("editables-") for w in wheels)
+    assert any(w.startswith("toolz-") for w in wheels)
+    code = "import mypkg, toolz; print(mypkg.answer(), mypkg.__file__)"
+    got = run_in_new_kernel(info["local_port"], token_of(info), code)
+    assert got == f"1 {home_of(PROV_USER) / '.tether-develop/mypkg/mypkg/__init__.py'}"

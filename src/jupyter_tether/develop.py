@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from jupyter_tether import output, provision, ssh
-from jupyter_tether.clients import Agent
+from jupyter_tether.clients import Agent, Builder
 from jupyter_tether.config import Profile, develop_pairs
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.probe import Probe
@@ -35,6 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+MAX_FETCHES = 5  # offline: more wheels fetched for what an editable build asks for
 # PEP 518: a pyproject.toml without [build-system] builds with setuptools.
 DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
 
@@ -104,26 +105,50 @@ def install(
         "min_free_mb": builder_calls.INSTALL_MIN_FREE_MB,
         "offline": False,
     }
+    offline = False
+    have: list[str] = []
     if pairs:
         reach = builder_calls.reach(target, found, profile)
         if not reach["uv"]:
             with progress.phase("uv", f"copy uv {provision.UV_VERSION} to the server"):
                 provision.install_uv(target, found, profile.index_url, progress)
-        if builder_calls.go_offline(profile, reach):
-            request["offline"] = True
-            _send_wheels(target, profile, found, reach["wheels"], progress)
+        offline = builder_calls.go_offline(profile, reach)
+        have = list(reach["wheels"])
+    request["offline"] = offline
+    requirements: list[str] = []
+    if offline:
+        for folder in profile.develop:
+            requirements += offline_requirements(Path(folder).expanduser())
+    builder = Builder(target, builder_calls.builder_python(found))
+    fields = {k: v for k, v in request.items() if k != "op"}
     what = " ".join(Path(p.local).name for p in pairs) or "autoreload only"
-    with progress.phase("develop", what):
-        answer = builder_calls.call(target, found, request, timeout=3600)
-    return cast(protocol.DevelopAnswer, answer)
+    for _ in range(MAX_FETCHES + 1):
+        if offline:
+            _send_wheels(target, profile, found, requirements, have, progress)
+        with progress.phase("develop", what):
+            answer = builder.raw("develop", 3600, **fields)
+        if answer.get("ok"):
+            return cast(protocol.DevelopAnswer, answer)
+        missing = answer.get("missing")
+        if not (offline and answer.get("kind") == "no_wheel" and missing):
+            break
+        if missing in requirements:
+            break  # sent, and still not enough: the error says which
+        # PEP 660: an editable build may ask for more than [build-system] requires
+        # (hatchling asks for `editables`), which only the build tells.
+        progress.say(f"  the editable build of develop also needs {missing}: sending it")
+        requirements.append(str(missing))
+    raise builder.error(answer)
 
 
 def _send_wheels(
-    target: ssh.Target, profile: Profile, found: Probe, have: list[str], progress: output.Progress
+    target: ssh.Target,
+    profile: Profile,
+    found: Probe,
+    requirements: list[str],
+    have: list[str],
+    progress: output.Progress,
 ) -> None:
-    requirements: list[str] = []
-    for folder in profile.develop:
-        requirements += offline_requirements(Path(folder).expanduser())
     described = builder_calls.describe(target, found, str(profile.env))
     spec = provision.Spec(
         interpreter="",

@@ -133,6 +133,7 @@ def install_error(out: str, req: Json) -> RemoteError:
             "no wheel of %s for the server's platform in the offline wheel set" % missing.group(1),
             "the workstation could not fetch a wheel for it; choose another version",
             output=tail(out),
+            missing=missing.group(1),  # a build's own requirement: the caller may fetch it
         )
     if missing:
         return RemoteError(
