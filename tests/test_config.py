@@ -125,3 +125,50 @@ def test_as_dict_is_plain(tmp_path: Path) -> None:
     d = config.resolve("aura", config_path=path).as_dict()
     assert d["modules"] == ["m"]
     assert d["env_vars"] == {"K": "v"}
+
+
+# --------------------------------------------------------------------------- develop
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "develop = '~/work/mypkg'",  # a list, not a string
+        "develop = [1]",
+        "develop = ['']",
+        "develop = ['~']",  # no name of its own on the server
+        "develop = ['~/a/mypkg', '~/b/mypkg/']",  # both would be .tether-develop/mypkg
+        "autoreload = 'yes'",
+        "autoreload = 1",
+    ],
+)
+def test_develop_and_autoreload_checks(tmp_path: Path, body: str) -> None:
+    key = body.split("=", maxsplit=1)[0].strip()
+    err = error_of(tmp_path, f'[hosts.aura]\nssh = "a"\n{body}\n')
+    assert err.code == ExitCode.CONFIG
+    assert f"{key} = " in err.message and ":3:" in err.message
+
+
+def test_develop_folders_become_sync_pairs_and_ask_for_a_managed_env(tmp_path: Path) -> None:
+    path = write(tmp_path, '[hosts.aura]\ndevelop = ["~/work/mypkg/", "/src/other"]\n')
+    profile = config.resolve("aura", config_path=path)
+    assert profile.develop == ("~/work/mypkg/", "/src/other")
+    assert profile.provision and profile.autoreload is None
+    pairs = config.develop_pairs(profile)
+    assert [(p.local, p.remote) for p in pairs] == [
+        ("~/work/mypkg/", ".tether-develop/mypkg"),
+        ("/src/other", ".tether-develop/other"),
+    ]
+    assert all("*.egg-info/" in p.exclude for p in pairs)
+    assert config.resolve("aura", config_path=path).as_dict()["develop"] == list(profile.develop)
+
+
+def test_autoreload_is_said_or_not(tmp_path: Path) -> None:
+    on = write(tmp_path, "[hosts.aura]\nautoreload = true\n")
+    profile = config.resolve("aura", config_path=on)
+    assert profile.autoreload is True and profile.provision
+    off = write(tmp_path, "[hosts.aura]\nautoreload = false\n")
+    profile = config.resolve("aura", config_path=off)
+    # false is said (the env's autoreload file goes), but asks for no managed env
+    assert profile.autoreload is False and not profile.provision
+    assert config.resolve("aura", config_path=write(tmp_path, "")).autoreload is None

@@ -32,7 +32,10 @@ DEFAULT_JUPYTER = ("jupyterlab", "jupyter_server>=2.21")
 # Keys that ask for a managed environment (README: Managed environments); `env`
 # (bring your own) wins over them.
 PROVISION_KEYS = ("python", "packages", "requirements", "jupyter", "kernels")
-# keep_outputs = true asks for one too (it needs packages of its own: provision/spec.py).
+# keep_outputs = true asks for one too (it needs packages of its own: provision/spec.py),
+# and so do `develop` and autoreload = true: tether installs into and configures only an
+# environment it manages (README: Local packages on the server).
+DEVELOP_DIR = ".tether-develop"  # under root_dir on the server: one folder per package
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class Profile:
     scheduler: str | None = None  # run as a batch job of this scheduler (README: Clusters)
     job: JobSpec | None = None  # what to ask the scheduler for, with `scheduler`
     sync: tuple[SyncPair, ...] = ()  # folder pairs for `tether sync`
+    develop: tuple[str, ...] = ()  # local packages synced and installed editable
+    # IPython's autoreload in the env's kernels; None: the profile does not say, and
+    # the env is left as it is
+    autoreload: bool | None = None
     provision: bool = False  # a managed environment was asked for (any PROVISION_KEYS)
     source: str = "defaults"  # where the profile came from, for `tether config`
 
@@ -80,7 +87,7 @@ class Profile:
         d = dataclasses.asdict(self)
         d["modules"] = list(self.modules)
         d["env_vars"] = dict(self.env_vars)
-        for key in ("packages", "jupyter", "extra_index_urls", "kernels", "sync"):
+        for key in ("packages", "jupyter", "extra_index_urls", "kernels", "sync", "develop"):
             d[key] = list(d[key])
         return d
 
@@ -114,6 +121,11 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
         'a list of tables like { local = "~/work/proj", remote = "proj" } '
         "(optional: exclude = [patterns], max_size_mb = a number)",
     ),
+    "develop": (
+        (list,),
+        'a list of local package folders with distinct names (e.g. ["~/work/mypkg"])',
+    ),
+    "autoreload": ((bool,), "true or false"),
 }
 _SYNC_KEYS = ("local", "remote", "exclude", "max_size_mb")
 # [hosts.NAME.slurm]: key -> (types, description); names follow sbatch's options.
@@ -136,6 +148,7 @@ _WORD_RE = re.compile(r"^[A-Za-z0-9_.:,=+/@%-]+$")
 _STR_LISTS = ("modules", "packages", "extra_index_urls", "kernels")
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEVELOP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -221,6 +234,10 @@ def _check_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
         ok = value in SCHEDULERS
     if ok and key == "sync":
         ok = all(_sync_entry_ok(entry) for entry in value)
+    if ok and key == "develop":
+        ok = all(isinstance(d, str) and d.strip() and develop_name(d) for d in value)
+        # each is synced to DEVELOP_DIR/<its folder's name>: two of one name would share it
+        ok = ok and len({develop_name(d) for d in value}) == len(value)
     if not ok:
         _fail(path, text, key, table, f"[{table}] {key} = {value!r}: must be {desc}", None)
     if key == "slurm":
@@ -239,6 +256,25 @@ def _sync_entry_ok(entry: Any) -> bool:
         return False
     size = entry.get("max_size_mb", 50.0)
     return isinstance(size, int | float) and not isinstance(size, bool) and size > 0
+
+
+def develop_name(folder: str) -> str:
+    """The name a ``develop`` folder has on the server: its last component."""
+    name = Path(folder.rstrip("/")).name
+    return name if _DEVELOP_NAME_RE.match(name) else ""
+
+
+def develop_pairs(profile: Profile) -> tuple[SyncPair, ...]:
+    """The ``develop`` folders as sync pairs (README: Local packages on the server).
+    Build output and the metadata an editable install writes stay on their side."""
+    return tuple(
+        SyncPair(
+            local=folder,
+            remote=f"{DEVELOP_DIR}/{develop_name(folder)}",
+            exclude=("*.egg-info/", "build/", "dist/", ".venv/", ".tox/"),
+        )
+        for folder in profile.develop
+    )
 
 
 def _check_slurm_key(path: Path, text: str, table: str, key: str, value: Any) -> None:
@@ -386,8 +422,12 @@ def resolve(
             )
             for e in merged.get("sync", ())
         ),
+        develop=tuple(merged.get("develop", ())),
+        autoreload=merged.get("autoreload"),
         provision=any(key in merged for key in PROVISION_KEYS)
-        or merged.get("keep_outputs") is True,
+        or merged.get("keep_outputs") is True
+        or bool(merged.get("develop"))
+        or merged.get("autoreload") is True,
         source=source,
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from jupyter_tether import config, output, probe, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import connected, target_for
-from jupyter_tether.config import check_name, resolve
+from jupyter_tether.config import check_name, develop_pairs, resolve
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.sync import Outcome, sync_pair
 
@@ -30,7 +30,9 @@ def sync(
 ) -> int:
     check_name(name)
     profile = resolve(name)
-    if not profile.sync:
+    # develop folders too: an editable install needs nothing more for a changed .py file
+    pairs = (*profile.sync, *develop_pairs(profile))
+    if not pairs:
         raise TetherError(
             f"the profile {name!r} has no folders to sync",
             hint=f'add sync = [{{ local = "~/work/proj", remote = "proj" }}] to [hosts.{name}]',
@@ -55,7 +57,7 @@ def sync(
                 pair.remote,
                 sync_pair(agent, name, pair, profile.root_dir, dry_run=dry_run, force=force),
             )
-            for pair in profile.sync
+            for pair in pairs
         ]
     if as_json:
         output.emit_json([_as_dict(local, remote, o) for local, remote, o in outcomes])

@@ -10,6 +10,7 @@ from typing import Any
 from jupyter_tether import (
     batch,
     config,
+    develop,
     forward,
     jupyter_api,
     launch,
@@ -102,6 +103,9 @@ def _up(
             _check_own_env(target, profile, found, progress)
         profile = provision.apply(target, profile, found, progress=progress)
         python = launch.agent_python(profile, found)
+        if develop.wanted(profile):
+            # Before Jupyter starts, so its first kernel imports the synced package.
+            _develop(target, profile, found, python, progress)
         if profile.scheduler:
             started = batch.start(target, profile, found, python=python, progress=progress)
             job, forward_target, server = started.job, started.target, started.server
@@ -243,6 +247,28 @@ def _finish(
     if browser:
         webbrowser.open(rec.url)
     return ExitCode.OK
+
+
+def _develop(
+    target: ssh.Target,
+    profile: config.Profile,
+    found: probe.Probe,
+    python: str,
+    progress: output.Progress,
+) -> None:
+    """Sync the develop folders and install them editable (README: Local packages)."""
+    if profile.develop:
+        with progress.phase("sync", "develop folders"):
+            outcomes = develop.sync_all(Agent(target, python), profile)
+        develop.say(outcomes, progress)
+    answer = develop.install(target, profile, found, progress=progress)
+    for line in answer.get("uv_lines", []):
+        progress.say(f"  {line}")
+    if answer.get("autoreload") != bool(profile.autoreload):
+        progress.note(
+            f"  note: {answer['env']}/etc/ipython/ipython_kernel_config.py is not tether's; "
+            "autoreload there is as that file says"
+        )
 
 
 def _say_cluster_once(

@@ -18,6 +18,7 @@ OPS: Dict[str, core.Op] = {
     "build": envs.op_build,
     "install": envs.op_install,
     "describe": envs.op_describe,
+    "develop": envs.op_develop,
     "doctor": checks.op_doctor,
     "listen": checks.op_listen,
     "reach": checks.op_reach,

@@ -133,6 +133,7 @@ def install_error(out: str, req: Json) -> RemoteError:
             "no wheel of %s for the server's platform in the offline wheel set" % missing.group(1),
             "the workstation could not fetch a wheel for it; choose another version",
             output=tail(out),
+            missing=missing.group(1),  # a build's own requirement: the caller may fetch it
         )
     if missing:
         return RemoteError(
@@ -333,3 +334,70 @@ def op_describe(req: Json) -> Json:
         "size_mb": tree_mb(prefix),
         "others": [os.path.basename(m["dir"]) for m in complete_envs()],
     }
+
+
+# IPython reads ``ipython_kernel_config.py`` from ``sys.prefix/etc/ipython`` too
+# (IPython.core.application.ENV_CONFIG_DIRS), so a file there reaches every kernel the
+# environment starts and nothing else: not the account's ~/.ipython, not other envs.
+AUTORELOAD_FILE = os.path.join("etc", "ipython", "ipython_kernel_config.py")
+AUTORELOAD_MARK = "# Written by jupyter-tether for autoreload = true"
+AUTORELOAD_CONFIG = AUTORELOAD_MARK + (
+    " (README: Local packages on the server).\n"
+    "# A module changed on disk is reloaded before each cell runs; appending keeps what\n"
+    "# other config files list.\n"
+    'c.InteractiveShellApp.extensions.append("autoreload")  # noqa: F821\n'
+    'c.InteractiveShellApp.exec_lines.append("%autoreload 2")  # noqa: F821\n'
+)
+
+
+def set_autoreload(prefix: str, on: bool) -> bool:
+    """Write (or remove) the environment's autoreload config; a file of that name that
+    tether did not write is left alone. Whether autoreload is on afterwards."""
+    path = os.path.join(prefix, AUTORELOAD_FILE)
+    try:
+        with open(path) as f:
+            current: Optional[str] = f.read()
+    except OSError:
+        current = None
+    if current is not None and not current.startswith(AUTORELOAD_MARK):
+        return "autoreload" in current  # the user's own: theirs to change
+    if on and current != AUTORELOAD_CONFIG:
+        core.mkdirs(os.path.dirname(path))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(AUTORELOAD_CONFIG)
+        os.replace(tmp, path)
+    elif not on and current is not None:
+        os.unlink(path)
+    return on
+
+
+def op_develop(req: Json) -> Json:
+    """Install the synced ``develop`` folders editable into ``env`` and set autoreload.
+
+    An editable install points the environment at the folder (a .pth file or an import
+    hook), so a changed .py file needs no reinstall; only a changed dependency list or
+    entry points do, and every ``up`` installs again for that."""
+    prefix = os.path.expanduser(req["env"])
+    python = os.path.join(prefix, "bin", "python")
+    if not os.access(python, os.X_OK):
+        raise RemoteError("no_env", "%s is not an environment (no bin/python)" % req["env"])
+    root = os.path.expanduser(req.get("root_dir") or "~")
+    folders = [os.path.join(root, rel) for rel in req.get("folders") or []]
+    for folder in folders:
+        if not (
+            os.path.isfile(os.path.join(folder, "pyproject.toml"))
+            or os.path.isfile(os.path.join(folder, "setup.py"))
+        ):
+            raise RemoteError(
+                "not_a_package",
+                "develop: %s has no pyproject.toml or setup.py after the sync" % folder,
+                "list the folder that holds the package's pyproject.toml",
+            )
+    lines: List[str] = []
+    with build_lock(float(req.get("lock_timeout") or 900)):
+        if folders:
+            check_space(prefix, int(req.get("min_free_mb") or 0))
+            lines = install(req, python, ["-e " + f for f in folders], core.mkdirs(place("tmp")))
+        autoreload = set_autoreload(prefix, bool(req.get("autoreload")))
+    return {"env": prefix, "installed": folders, "uv_lines": lines, "autoreload": autoreload}

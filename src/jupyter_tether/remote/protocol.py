@@ -309,6 +309,13 @@ class InstallAnswer(TypedDict):
     managed: bool
 
 
+class DevelopAnswer(TypedDict):
+    env: str
+    installed: List[str]  # the synced folders, installed editable
+    uv_lines: List[str]
+    autoreload: bool  # on in the env's kernels afterwards
+
+
 class _DescribeAnswer(TypedDict):
     exists: bool
     env: str
@@ -383,5 +390,6 @@ BUILDER_KINDS = (
         "no_wheel",
         "no_env",
         "no_python",
+        "not_a_package",
     }
 )
