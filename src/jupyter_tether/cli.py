@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
+        "snapshots", parents=[common], help="list the notebook snapshots, or restore one"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("path", metavar="PATH", nargs="?", help="a notebook under root_dir")
+    p.add_argument("--restore", metavar="ID", help="put this snapshot back at its path")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
         "demo", parents=[common], help="try it: a throwaway local ssh server, then `up`"
     )
     p.add_argument("--no-browser", action="store_true")
@@ -249,6 +257,17 @@ def dispatch(args: argparse.Namespace) -> int:
             ssh_config=args.ssh_config,
             dry_run=args.dry_run,
             force=args.force,
+            as_json=args.json,
+            verbose=args.verbose,
+        )
+    if args.command == "snapshots":
+        from jupyter_tether.commands import snapshots
+
+        return snapshots.snapshots(
+            args.name,
+            args.path,
+            restore=args.restore,
+            ssh_config=args.ssh_config,
             as_json=args.json,
             verbose=args.verbose,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from . import autostart, core, jobs, launching, servers, syncing
+from . import autostart, core, jobs, launching, servers, snapshotting, syncing
 
 OPS: Dict[str, core.Op] = {
     "up": launching.op_up,
@@ -26,6 +26,8 @@ OPS: Dict[str, core.Op] = {
     "sync_list": syncing.op_sync_list,
     "sync_read": syncing.op_sync_read,
     "sync_write": syncing.op_sync_write,
+    "snapshots_list": snapshotting.op_snapshots_list,
+    "snapshots_restore": snapshotting.op_snapshots_restore,
 }
 
 
