@@ -194,9 +194,11 @@ def write_snapshot_config(p: Paths, settings: Optional[Json]) -> None:
         core.remove_quietly(p.snapshot_config)
         return
     core.private_dir(p.snapshot_config)
+    # jupyter_config, the one name Jupyter looks up on its config path even when
+    # --config names the config file (jupyter_core's JupyterApp.load_config_file).
     files = {
         "tether_snapshots.py": core.shipped("snapshots.py"),
-        "jupyter_server_config.py": core.snippet("snapshots_config.py"),
+        "jupyter_config.py": core.snippet("snapshots_config.py"),
         "snapshots.json": json.dumps(
             {"every": float(settings["every"]), "keep": int(settings["keep"])}
         ),

@@ -1,6 +1,7 @@
-# Written by jupyter-tether next to tether_snapshots.py and snapshots.json, in a
-# directory on JUPYTER_CONFIG_PATH (launch.env): with keep_outputs, every notebook save
-# passes through tether_snapshots.pre_save_hook first (README: Snapshots).
+# Written by jupyter-tether as jupyter_config.py, next to tether_snapshots.py and
+# snapshots.json, in a directory on JUPYTER_CONFIG_PATH (launch.env): with
+# keep_outputs, every notebook save passes through tether_snapshots.pre_save_hook
+# first (README: Snapshots).
 # Loaded by file, not put on sys.path, so that nothing reaches the kernels' imports.
 import importlib.util
 import json
