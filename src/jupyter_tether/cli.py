@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
+        "snapshots", parents=[common], help="list the notebook snapshots, or restore one"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("path", metavar="PATH", nargs="?", help="a notebook under root_dir")
+    p.add_argument("--restore", metavar="ID", help="put this snapshot back at its path")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
         "demo", parents=[common], help="try it: a throwaway local ssh server, then `up`"
     )
     p.add_argument("--no-browser", action="store_true")
@@ -266,6 +274,17 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return backups.backups(
             args.name, restore=args.restore, ssh_config=args.ssh_config, as_json=args.json
+        )
+    if args.command == "snapshots":
+        from jupyter_tether.commands import snapshots
+
+        return snapshots.snapshots(
+            args.name,
+            args.path,
+            restore=args.restore,
+            ssh_config=args.ssh_config,
+            as_json=args.json,
+            verbose=args.verbose,
         )
     if args.command == "completion":
         from jupyter_tether import config

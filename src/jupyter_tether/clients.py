@@ -194,6 +194,19 @@ class Agent(Program):
         answer = self.call("backup_restore", 120, name=name, stamp=stamp, path=path)
         return cast(protocol.RestoreAnswer, answer)
 
+    def snapshots(self, root_dir: str, path: str | None) -> protocol.SnapshotsAnswer:
+        answer = self.call("snapshots_list", 120, root_dir=root_dir, path=path)
+        return cast(protocol.SnapshotsAnswer, answer)
+
+    def restore_snapshot(
+        self, root_dir: str, path: str | None, snapshot: str, *, keep: int
+    ) -> protocol.SnapshotRestoreAnswer:
+        """Put ``snapshot`` back; the file there now becomes a snapshot first."""
+        answer = self.call(
+            "snapshots_restore", 120, root_dir=root_dir, path=path, id=snapshot, keep=keep
+        )
+        return cast(protocol.SnapshotRestoreAnswer, answer)
+
     def logs(self, name: str, lines: int = 50, timeout: float = 60) -> protocol.LogsAnswer:
         return cast(protocol.LogsAnswer, self.call("logs", timeout, name=name, lines=lines))
 

@@ -73,6 +73,8 @@ class Profile:
     kernels: tuple[str, ...] = ()
     build_from_source: bool = False
     keep_outputs: bool = False  # outputs written on the server with no browser (README)
+    snapshot_every: float = 300.0  # with keep_outputs: seconds between snapshots (README)
+    snapshot_keep: int = 20  # with keep_outputs: snapshots kept per notebook
     scheduler: str | None = None  # run as a batch job of this scheduler (README: Clusters)
     job: JobSpec | None = None  # what to ask the scheduler for, with `scheduler`
     sync: tuple[SyncPair, ...] = ()  # folder pairs for `tether sync`
@@ -114,6 +116,8 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "kernels": ((list,), "a list of strings (environments on the server with ipykernel)"),
     "build_from_source": ((bool,), "true or false"),
     "keep_outputs": ((bool,), "true or false"),
+    "snapshot_every": ((int, float), "a number of seconds"),
+    "snapshot_keep": ((int,), "an integer (1 or more)"),
     "scheduler": ((str,), 'one of "slurm"'),
     "slurm": ((dict,), "a table of job settings ([hosts.NAME.slurm])"),
     "sync": (
@@ -411,6 +415,8 @@ def resolve(
         kernels=tuple(merged.get("kernels", ())),
         build_from_source=bool(merged.get("build_from_source", False)),
         keep_outputs=bool(merged.get("keep_outputs", False)),
+        snapshot_every=float(merged.get("snapshot_every", 300.0)),
+        snapshot_keep=max(1, int(merged.get("snapshot_keep", 20))),
         scheduler=scheduler,
         job=_job(name, slurm) if scheduler else None,
         sync=tuple(

@@ -55,5 +55,10 @@ def start(
         "transport": transport,
         "startup_timeout": profile.startup_timeout,
         "run_sh": remote.read("run.sh"),
+        "snapshots": (
+            {"every": profile.snapshot_every, "keep": profile.snapshot_keep}
+            if profile.keep_outputs
+            else None
+        ),
     }
     return Agent(target, python).up(request, timeout=profile.startup_timeout + 60)

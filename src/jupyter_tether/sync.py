@@ -43,6 +43,8 @@ DEFAULT_EXCLUDE = (
     "__pycache__/",
     ".jupyter_ystore.db",
     ".git/",
+    ".tether-snapshots/",  # keep_outputs' snapshots stay on the server (README)
+    ".tether-develop/",  # develop folders are pairs of their own
     "*.tether-*.tmp",
 )
 BACKUPS_KEPT = 20  # backup stamps kept per server on the workstation

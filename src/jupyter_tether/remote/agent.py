@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from . import autostart, core, jobs, launching, servers, syncing
+from . import autostart, core, jobs, launching, servers, snapshotting, syncing
 
 OPS: Dict[str, core.Op] = {
     "up": launching.op_up,
@@ -28,6 +28,8 @@ OPS: Dict[str, core.Op] = {
     "sync_write": syncing.op_sync_write,
     "backups_list": syncing.op_backups_list,
     "backup_restore": syncing.op_backup_restore,
+    "snapshots_list": snapshotting.op_snapshots_list,
+    "snapshots_restore": snapshotting.op_snapshots_restore,
 }
 
 

@@ -112,6 +112,9 @@ class Paths:
         self.launch_env = os.path.join(self.server, "launch.env")
         self.run_sh = os.path.join(self.server, "run.sh")
         self.request = os.path.join(self.server, "request.json")
+        # With keep_outputs: a Jupyter config dir (JUPYTER_CONFIG_PATH) that loads the
+        # snapshot hook (remote/snapshots.py).
+        self.snapshot_config = os.path.join(self.server, "snapshot-config")
         self.lock = os.path.join(self.root, "locks", name + ".lock")
         self.log = os.path.join(self.root, "logs", name + ".log")
         self.stopped = os.path.join(self.root, "stopped", name + ".json")
@@ -220,6 +223,15 @@ def remove_quietly(path: str) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def shipped(rel: str) -> str:
+    """The text of the file ``rel`` next to this module (a module, or ``snippets/X``),
+    read through this module's loader: from the installed package, or from the stream
+    the workstation ships (whose loader serves the shipped files)."""
+    path = os.path.join(os.path.dirname(__file__), rel)
+    loader: Any = globals().get("__loader__")
+    return bytes(loader.get_data(path)).decode("utf-8")
 
 
 def snippet(name: str) -> str:

@@ -220,5 +220,11 @@ def launch_env(req: Json, p: Paths, rundir: str, argv: List[str], facts: Json) -
     ]
     for key, value in sorted((req.get("env_vars") or {}).items()):
         lines.append("%s=%s; export %s" % (key, q(str(value)), key))
+    if req.get("snapshots"):
+        # Added to, not replacing, a JUPYTER_CONFIG_PATH of the profile's env_vars.
+        lines.append(
+            "JUPYTER_CONFIG_PATH=%s${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}; "
+            "export JUPYTER_CONFIG_PATH" % q(p.snapshot_config)
+        )
     lines.append("set -- " + " ".join(q(a) for a in argv))
     return "\n".join(lines) + "\n"

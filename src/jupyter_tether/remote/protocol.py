@@ -29,6 +29,11 @@ class Failure(_Failure, total=False):
 # --- the agent (remote/agent.py) --------------------------------------------------------
 
 
+class SnapshotSettings(TypedDict):
+    every: float  # seconds between two snapshots of a changing notebook
+    keep: int  # per notebook
+
+
 class UpRequest(TypedDict):
     name: str
     token: str  # on stdin, never in argv
@@ -43,6 +48,7 @@ class UpRequest(TypedDict):
     transport: str
     startup_timeout: float
     run_sh: str
+    snapshots: Optional[SnapshotSettings]  # with keep_outputs (remote/snapshots.py)
 
 
 class ServerState(TypedDict):
@@ -167,6 +173,24 @@ class BackupsAnswer(TypedDict):
 class RestoreAnswer(TypedDict):
     restored: str
     kept: Optional[str]  # where the file it replaced was backed up
+
+
+class Snapshot(TypedDict):
+    id: str  # sorts by time
+    time: float  # epoch seconds
+    size: int
+    cells: Optional[int]  # None when the file does not parse
+
+
+class SnapshotsAnswer(TypedDict):
+    root_dir: str
+    snapshots: Dict[str, List[Snapshot]]  # notebook path (relative) -> newest first
+
+
+class SnapshotRestoreAnswer(TypedDict):
+    path: str
+    restored: str
+    saved_as: Optional[str]  # the id the file that was there became; None if none was
 
 
 class LogsAnswer(TypedDict):
