@@ -296,6 +296,13 @@ def prov_user(one_suite_at_a_time: None) -> str:
     an earlier session provisioned is removed first."""
     if not IS_ROOT:
         pytest.skip("a fresh account needs root")
+    return fresh_prov_account()
+
+
+def fresh_prov_account() -> str:
+    """``tether-prov`` as if new (root only): its processes ended, what tether left in
+    its home and /tmp removed. Tests that provision it beside the provisioning tests
+    call it again when they are done, so those still find a fresh account."""
     pw = ensure_user(PROV_USER)
     home = Path(pw.pw_dir)
     # Servers an interrupted session left running (this account is the tests' own).
@@ -310,7 +317,13 @@ def prov_user(one_suite_at_a_time: None) -> str:
     for mount in (data / "envs" / ".incoming", data):  # left by an interrupted session
         if os.path.ismount(mount):
             subprocess.run(["umount", "-l", str(mount)], check=False)
-    for sub in (".local/share/jupyter-tether", ".local/state/jupyter-tether", ".cache"):
+    subs = (
+        ".local/share/jupyter-tether",
+        ".local/state/jupyter-tether",
+        ".cache",
+        ".tether-develop",
+    )
+    for sub in subs:
         shutil.rmtree(home / sub, ignore_errors=True)
     return pw.pw_name
 

@@ -20,7 +20,7 @@ from testing.helpers.cli import Tether
 from testing.helpers.jupyter import new_kernel, run_on
 from testing.helpers.users import home_of
 from testing.sshd import host_entry, start_sshd, stop_sshd
-from tests.conftest import IS_ROOT, PROV_USER, SandboxTopology
+from tests.conftest import IS_ROOT, PROV_USER, SandboxTopology, fresh_prov_account
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,6 +36,15 @@ build-backend = "hatchling.build"
 name = "mypkg"
 version = "0.1"
 """
+
+
+@pytest.fixture(autouse=True, scope="module")
+def leave_the_account_fresh() -> Iterator[None]:
+    """These tests provision tether-prov; the provisioning tests that may run after them
+    expect it fresh (tests/conftest.py: fresh_prov_account)."""
+    yield
+    if IS_ROOT:
+        fresh_prov_account()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from testing.envs import make_jupyter_env
 from testing.helpers import browser
 from testing.helpers.cli import Tether
 from testing.helpers.users import as_user, home_of
-from tests.conftest import IS_ROOT, PROV_USER, LocalSshd, SandboxTopology
+from tests.conftest import IS_ROOT, PROV_USER, LocalSshd, SandboxTopology, fresh_prov_account
 
 pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -55,6 +55,15 @@ AFTER_CLOSE = 40.0  # seconds between ending the browser and reading the file
 
 
 # --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True, scope="module")
+def leave_the_account_fresh() -> Iterator[None]:
+    """These tests provision tether-prov; the provisioning tests that may run after them
+    expect it fresh (tests/conftest.py: fresh_prov_account)."""
+    yield
+    if IS_ROOT:
+        fresh_prov_account()
 
 
 @pytest.fixture
