@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import fnmatch
-import hashlib
 import json
 import os
 import time
@@ -34,6 +32,9 @@ from jupyter_tether import paths
 from jupyter_tether.clients import Agent
 from jupyter_tether.config import SyncPair
 from jupyter_tether.remote import protocol
+
+# One rule and one hash on both sides: the server's module, imported here.
+from jupyter_tether.remote.syncing import digest, excluded
 
 # Never synced: Jupyter's checkpoints and save-in-progress copies, caches, the
 # collaboration store, version control (README: Syncing notebooks).
@@ -95,23 +96,6 @@ def decide(
             why = "new on both sides" if was is None else "changed on both sides"
             actions.append(Action(path, "conflict", why))
     return actions
-
-
-def excluded(rel: str, patterns: Iterable[str]) -> bool:
-    """The same rule as the server's: ``dir/`` patterns match a directory anywhere,
-    others the file name or the whole relative path."""
-    parts = rel.split("/")
-    for pattern in patterns:
-        if pattern.endswith("/"):
-            if any(fnmatch.fnmatchcase(p, pattern[:-1]) for p in parts[:-1]):
-                return True
-        elif fnmatch.fnmatchcase(parts[-1], pattern) or fnmatch.fnmatchcase(rel, pattern):
-            return True
-    return False
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def scan(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jupyter_tether import config, output, probe, provision, ssh, state
+from jupyter_tether.clients import Agent
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.ssh import Target, make_target
 
@@ -68,3 +69,32 @@ def env_prefix(profile: config.Profile, found: probe.Probe) -> str:
         return profile.env
     spec = provision.spec_for(profile, found)
     return f"{provision.data_dir(found)}/envs/{provision.env_name(profile, spec)}"
+
+
+@contextlib.contextmanager
+def agent_for(
+    profile: config.Profile, ssh_config: Path | None, *, verbose: bool = False
+) -> Iterator[Agent]:
+    """The agent on the profile's server: under the Python the recorded server runs on,
+    or (none is recorded here) under a Python >= 3.8 the probe finds there."""
+    rec = state.load(profile.name)
+    if rec is not None:
+        target = target_for(rec, ssh_config)
+        ssh.ensure_master(target)
+        yield Agent(target, rec.python)
+        return
+    progress = output.Progress(verbose=verbose, quiet=True)
+    with connected(profile, ssh_config, progress) as (target, found):
+        yield Agent(target, agent_python(found, profile.name))
+
+
+def agent_python(found: probe.Probe, name: str) -> str:
+    """A Python >= 3.8 on the server for the agent (no server is recorded to ask)."""
+    for python in found.pythons:
+        if python.version >= (3, 8):
+            return python.path
+    raise TetherError(
+        f"{found.hostname} has no Python 3.8 or newer for tether's helper",
+        hint=f"`tether up {name}` provisions one; then try again",
+        code=ExitCode.REMOTE_ENV,
+    )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jupyter_tether import output, ssh, state
+from jupyter_tether import output
 from jupyter_tether.clients import Agent
-from jupyter_tether.commands._common import target_for
+from jupyter_tether.commands._common import agent_for
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.sync import local_backups, restore_local
@@ -27,7 +27,11 @@ def backups(
             raise _unknown(name, restore) from None
         _say_restored(str(target), str(kept) if kept else None, as_json)
         return ExitCode.OK
-    agent = _agent(name, ssh_config)
+    with agent_for(resolve(name), ssh_config) as agent:
+        return _server_side(agent, name, restore, as_json)
+
+
+def _server_side(agent: Agent, name: str, restore: str | None, as_json: bool) -> int:
     if restore:
         side, _, ident = restore.partition(":")
         stamp, _, path = ident.partition("/")
@@ -58,24 +62,6 @@ def backups(
     else:
         print(f"no backups of {name}: `tether sync` makes one before it replaces a file")
     return ExitCode.OK
-
-
-def _agent(name: str, ssh_config: Path | None) -> Agent:
-    rec = state.load(name)
-    target = (
-        target_for(rec, ssh_config)
-        if rec
-        else ssh.make_target(resolve(name).ssh, config_file=ssh_config)
-    )
-    ssh.ensure_master(target)
-    return Agent(target, rec.python if rec else _python(target))
-
-
-def _python(target: ssh.Target) -> str:
-    from jupyter_tether import probe
-    from jupyter_tether.commands.sync import agent_python
-
-    return agent_python(probe.probe(target), target.destination)
 
 
 def _unknown(name: str, ident: str) -> TetherError:

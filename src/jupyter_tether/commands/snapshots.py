@@ -3,15 +3,13 @@ back (README: Snapshots; the server side is remote/snapshots.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
-from jupyter_tether import output, probe, ssh, state
-from jupyter_tether.clients import Agent
-from jupyter_tether.commands._common import connected, target_for
+from jupyter_tether import output
+from jupyter_tether.commands._common import agent_for
 from jupyter_tether.config import check_name, resolve
-from jupyter_tether.errors import ExitCode, TetherError
+from jupyter_tether.errors import ExitCode
 
 
 def snapshots(
@@ -25,17 +23,7 @@ def snapshots(
 ) -> int:
     check_name(name)
     profile = resolve(name)
-    rec = state.load(name)
-    with contextlib.ExitStack() as stack:
-        if rec is not None:
-            target = target_for(rec, ssh_config)
-            ssh.ensure_master(target)
-            python = rec.python  # the Python Jupyter runs on
-        else:
-            progress = output.Progress(verbose=verbose, quiet=True)
-            target, found = stack.enter_context(connected(profile, ssh_config, progress))
-            python = _agent_python(found, name)
-        agent = Agent(target, python)
+    with agent_for(profile, ssh_config, verbose=verbose) as agent:
         if restore is not None:
             done = agent.restore_snapshot(
                 profile.root_dir, path, restore, keep=profile.snapshot_keep
@@ -72,15 +60,3 @@ def snapshots(
         print(rel)
         print(output.table(rows, ["id", "time", "size", "cells"]))
     return ExitCode.OK
-
-
-def _agent_python(found: probe.Probe, name: str) -> str:
-    """A Python >= 3.8 on the server for the agent (no server is recorded to ask)."""
-    for python in found.pythons:
-        if python.version >= (3, 8):
-            return python.path
-    raise TetherError(
-        f"{found.hostname} has no Python 3.8 or newer to read snapshots with",
-        hint=f"`tether up {name}` provisions one",
-        code=ExitCode.REMOTE_ENV,
-    )

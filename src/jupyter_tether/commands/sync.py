@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-from jupyter_tether import config, output, probe, ssh, state
+from jupyter_tether import config, output, ssh
 from jupyter_tether.clients import Agent
-from jupyter_tether.commands._common import connected, target_for
+from jupyter_tether.commands._common import agent_for
 from jupyter_tether.config import check_name, develop_pairs, resolve
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.sync import Outcome, sync_pair
@@ -38,17 +38,7 @@ def sync(
             hint=f'add sync = [{{ local = "~/work/proj", remote = "proj" }}] to [hosts.{name}]',
             code=ExitCode.CONFIG,
         )
-    rec = state.load(name)
-    with contextlib.ExitStack() as stack:
-        if rec is not None:
-            target = target_for(rec, ssh_config)
-            ssh.ensure_master(target)
-            python = rec.python  # the Python Jupyter runs on
-        else:
-            progress = output.Progress(verbose=verbose, quiet=True)
-            target, found = stack.enter_context(connected(profile, ssh_config, progress))
-            python = agent_python(found, name)
-        agent = Agent(target, python)
+    with agent_for(profile, ssh_config, verbose=verbose) as agent:
         if watch:
             return _watch(name, profile, agent, force=force)
         outcomes = [
@@ -164,15 +154,3 @@ def _print(local: str, remote: str, o: Outcome, *, dry_run: bool, verbose: bool)
         print(f"  not synced: {path}: {why}")
     for saved in o.backups:
         print(f"  backup: {saved}")
-
-
-def agent_python(found: probe.Probe, name: str) -> str:
-    """A Python >= 3.8 on the server for the agent (no server is recorded to ask)."""
-    for python in found.pythons:
-        if python.version >= (3, 8):
-            return python.path
-    raise TetherError(
-        f"{found.hostname} has no Python 3.8 or newer to sync with",
-        hint=f"`tether up {name}` provisions one; then sync again",
-        code=ExitCode.REMOTE_ENV,
-    )

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from . import core
 from .core import Json, RemoteError
@@ -33,7 +33,8 @@ def folder(req: Json) -> str:
     return os.path.normpath(path)
 
 
-def excluded(rel: str, patterns: List[str]) -> bool:
+def excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """``dir/`` patterns match a directory anywhere, others the name or the whole path."""
     parts = rel.split("/")
     for pattern in patterns:
         if pattern.endswith("/"):
