@@ -328,6 +328,25 @@ def fresh_prov_account() -> str:
     return pw.pw_name
 
 
+@pytest.fixture(scope="module")
+def prov_left_fresh() -> Iterator[None]:
+    """For a module whose tests provision tether-prov beside test_provision_e2e.py: the
+    account is made fresh again when the module ends, as those tests expect it."""
+    yield
+    if IS_ROOT:
+        fresh_prov_account()
+
+
+@pytest.fixture
+def ptether(tether: Tether, prov_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tether]:
+    """The CLI with the session's download cache (shared by the provisioning tests); the
+    servers of its profiles are taken down afterwards."""
+    monkeypatch.setenv("JUPYTER_TETHER_CACHE_DIR", str(prov_cache))
+    yield tether
+    for name in list(tether.profiles):
+        tether("down", name)
+
+
 @pytest.fixture(scope="session")
 def prov_sshd(
     sandbox_dir: Path, sandbox_ssh_config: SandboxSshConfig, client_key: Path, prov_user: str

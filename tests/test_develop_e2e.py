@@ -20,10 +20,12 @@ from testing.helpers.cli import Tether
 from testing.helpers.jupyter import new_kernel, run_on
 from testing.helpers.users import home_of
 from testing.sshd import host_entry, start_sshd, stop_sshd
-from tests.conftest import IS_ROOT, PROV_USER, SandboxTopology, fresh_prov_account
+from tests.conftest import IS_ROOT, PROV_USER, SandboxTopology
 
 pytestmark = [
     pytest.mark.e2e,
+    # it provisions tether-prov: fresh again when the module ends (conftest)
+    pytest.mark.usefixtures("prov_left_fresh"),
     pytest.mark.skipif(not IS_ROOT, reason="a fresh account and its own sshd need root"),
 ]
 
@@ -36,23 +38,6 @@ build-backend = "hatchling.build"
 name = "mypkg"
 version = "0.1"
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def leave_the_account_fresh() -> Iterator[None]:
-    """These tests provision tether-prov; the provisioning tests that may run after them
-    expect it fresh (tests/conftest.py: fresh_prov_account)."""
-    yield
-    if IS_ROOT:
-        fresh_prov_account()
-
-
-@pytest.fixture
-def ptether(tether: Tether, prov_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tether]:
-    monkeypatch.setenv("JUPYTER_TETHER_CACHE_DIR", str(prov_cache))
-    yield tether
-    for name in list(tether.profiles):
-        tether("down", name)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from testing.envs import make_jupyter_env
 from testing.helpers import browser
 from testing.helpers.cli import Tether
 from testing.helpers.users import as_user, home_of
-from tests.conftest import IS_ROOT, PROV_USER, LocalSshd, SandboxTopology, fresh_prov_account
+from tests.conftest import IS_ROOT, PROV_USER, LocalSshd, SandboxTopology
 
 pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -39,6 +39,8 @@ from selenium.webdriver.common.keys import Keys
 
 pytestmark = [
     pytest.mark.e2e,
+    # it provisions tether-prov: fresh again when the module ends (conftest)
+    pytest.mark.usefixtures("prov_left_fresh"),
     pytest.mark.skipif(not IS_ROOT, reason="a fresh account and its own sshd need root"),
     pytest.mark.skipif(not browser.available(), reason="chromium and chromium-driver needed"),
 ]
@@ -55,24 +57,6 @@ AFTER_CLOSE = 40.0  # seconds between ending the browser and reading the file
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True, scope="module")
-def leave_the_account_fresh() -> Iterator[None]:
-    """These tests provision tether-prov; the provisioning tests that may run after them
-    expect it fresh (tests/conftest.py: fresh_prov_account)."""
-    yield
-    if IS_ROOT:
-        fresh_prov_account()
-
-
-@pytest.fixture
-def ptether(tether: Tether, prov_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tether]:
-    """The CLI with the session's download cache (shared with test_provision_e2e)."""
-    monkeypatch.setenv("JUPYTER_TETHER_CACHE_DIR", str(prov_cache))
-    yield tether
-    for name in list(tether.profiles):
-        tether("down", name)
 
 
 def make_root(user: str, name: str) -> Path:

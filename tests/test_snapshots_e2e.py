@@ -56,15 +56,6 @@ def notebook(*cells: tuple[str, str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def ptether(tether: Tether, prov_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tether]:
-    """The CLI with the session's download cache (shared with test_outputs_e2e)."""
-    monkeypatch.setenv("JUPYTER_TETHER_CACHE_DIR", str(prov_cache))
-    yield tether
-    for name in list(tether.profiles):
-        tether("down", name)
-
-
-@pytest.fixture
 def root() -> Iterator[Path]:
     """A root_dir in the fresh account's home with one notebook: print("out-" + "one")."""
     path = home_of(PROV_USER) / "tt-snapshots"
