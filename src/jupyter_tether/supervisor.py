@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import os
@@ -67,6 +66,7 @@ HANDOVER_WAIT = 10.0  # how long a new supervisor waits for the old one to leave
 JOB_EVERY = 30.0  # seconds between two looks at a batch job's time left
 WARN_BEFORE = (900, 300)  # seconds before a job's end when the user is warned
 _BUSY = TetherError("a tether command on this workstation is working on it")
+_ANOTHER = TetherError("another supervisor looks after this server")
 # The supervisors this process started: `stop` finds them even when their status file
 # could not be written (a full disk), so a failed `up` leaves no supervisor behind.
 _started: dict[str, subprocess.Popen[bytes]] = {}
@@ -482,19 +482,20 @@ def main(argv: list[str]) -> int:
         print("usage: python -m jupyter_tether.supervisor NAME [--listen-fd=FD]", file=sys.stderr)
         return 2
     name = argv[1]
-    fd = os.open(_lock_path(name), os.O_RDWR | os.O_CREAT, 0o600)
     # Handed a listener, this one was asked for in place of any other: one that is
     # still on its way out (stopped, or giving up after a failed `up`) gets a moment.
-    deadline = time.monotonic() + (HANDOVER_WAIT if len(argv) == 3 else 0)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return 0  # another supervisor already looks after this server
-            time.sleep(0.05)
+    wait = HANDOVER_WAIT if len(argv) == 3 else 0.0
+    try:
+        with paths.hold_lock(_lock_path(name), timeout=wait, busy=_ANOTHER):
+            return _serve(name, argv)
+    except TetherError as exc:
+        if exc is _ANOTHER:
+            return 0  # another supervisor already looks after this server
+        raise
+
+
+def _serve(name: str, argv: list[str]) -> int:
+    """The supervisor's life, with its lock held."""
     sup = _Supervisor(name)
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -505,7 +506,6 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     listener = _listener(sup, argv)
     if listener is None:
-        os.close(fd)
         return 1
     # Listening before the status says so: `start` returns once the port answers.
     relay.serve(listener, relay.socket_path(name))
@@ -519,7 +519,6 @@ def main(argv: list[str]) -> int:
     finally:
         if sup.stopping:
             status_path(name).unlink(missing_ok=True)
-        os.close(fd)
 
 
 if __name__ == "__main__":
