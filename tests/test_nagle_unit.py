@@ -125,3 +125,11 @@ def test_read_versions_follows_proxycommand_in_a_real_ssh_config(tmp_path: Path)
 def test_doctor_without_a_jump_host_has_one_check() -> None:
     (check,) = nagle_checks(nagle.Versions(local=(9, 2), has_jump=False))
     assert (check.name, check.status) == ("nagle", "ok")
+
+
+def test_summary_names_the_hop_the_versions_and_the_fix() -> None:
+    line = nagle.summary(nagle.Versions(local=(9, 2), jump=(9, 2)))
+    assert line.startswith("local OpenSSH 9.2, jump sshd OpenSSH 9.2:")
+    assert "workstation-jump hop may stall (OpenSSH >= 10.1 on" in line
+    assert "jump-server hop ok" in line
+    assert len(line) < 300  # the benchmark table cuts reasons there

@@ -57,7 +57,6 @@ def _behind_jump(bench: Bench, stack: contextlib.ExitStack) -> tuple[dict[str, E
     versions = nagle.Versions(
         local=nagle.local_version(),
         jump=nagle.banner_version(jump.hostname, jump.port),
-        server=None,  # read from inside its namespace would cost a process; same package
     )
     return endpoints, nagle.summary(versions)
 

@@ -28,12 +28,12 @@ _VERSION_RE = re.compile(r"OpenSSH_(?:for_Windows_)?(\d+)\.(\d+)")
 
 @dataclass(frozen=True)
 class Versions:
-    """OpenSSH versions: the workstation's client, the jump host's sshd (None: unknown),
-    the server's sshd (None: unknown). ``has_jump`` False: no jump host at all."""
+    """OpenSSH versions: the workstation's client and the jump host's sshd (None: not
+    read). ``has_jump`` False: no jump host at all. The server's sshd needs no version:
+    tether's pty session turns it interactive in every version."""
 
     local: Version | None
     jump: Version | None = None
-    server: Version | None = None
     has_jump: bool = True
 
 
@@ -99,12 +99,15 @@ def hops(v: Versions) -> list[Hop]:
 
 
 def summary(v: Versions) -> str:
-    """One line: each hop and its verdict."""
+    """One short line: the versions, and each hop's verdict with its fix."""
     parts = []
     for hop in hops(v):
-        state = {True: "ok", False: "stalls", None: "unknown"}[hop.ok]
-        parts.append(f"{hop.name}: {state} ({hop.detail})")
-    return f"local {show(v.local)}, jump {show(v.jump)}: " + "; ".join(parts)
+        if hop.ok:
+            parts.append(f"{hop.name} hop ok")
+        else:
+            state = "may stall" if hop.ok is False else "unknown"
+            parts.append(f"{hop.name} hop {state} ({hop.fix})")
+    return f"local {show(v.local)}, jump sshd {show(v.jump)}: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------------- reading versions
