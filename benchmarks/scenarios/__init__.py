@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("warm_up", "forward", "scale", "cold_up", "reconnect", "cluster_up")
+MODULES = (
+    "warm_up",
+    "forward",
+    "forward_rtt",
+    "scale",
+    "cold_up",
+    "reconnect",
+    "forward_jump",
+    "cluster_up",
+)
 
 
 def load() -> None:

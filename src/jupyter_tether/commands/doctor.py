@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import config, forward, output, probe, ssh
+from jupyter_tether import config, forward, nagle, output, probe, ssh
 from jupyter_tether.commands._common import connected, env_prefix
 from jupyter_tether.errors import ExitCode
 from jupyter_tether.provision import builder_calls, keep_outputs
@@ -39,6 +39,7 @@ def doctor(name: str, *, ssh_config: Path | None = None, as_json: bool = False) 
         if profile.keep_outputs:
             checks.append(_keep_outputs(target, found, profile))
         checks.append(_forwarding(target, found))
+        checks.extend(nagle_checks(nagle.read_versions(target.destination, target.config_file)))
     failed = any(c.status == "fail" for c in checks)
     if as_json:
         output.emit_json(
@@ -202,6 +203,20 @@ def _keep_outputs(target: ssh.Target, found: probe.Probe, profile: config.Profil
         if part
     )
     return Check("outputs", "warn" if got.works else "fail", detail, " && ".join(fixes))
+
+
+def nagle_checks(versions: nagle.Versions) -> list[Check]:
+    """One check per TCP hop: whether OpenSSH can keep Nagle stalls off it."""
+    names = {"workstation-server": "nagle", "workstation-jump": "nagle-jump"}
+    return [
+        Check(
+            names.get(hop.name, "nagle-far"),
+            "ok" if hop.ok else "warn",
+            f"{hop.name} hop: {hop.detail}",
+            hop.fix,
+        )
+        for hop in nagle.hops(versions)
+    ]
 
 
 def _forwarding(target: ssh.Target, found: probe.Probe) -> Check:
