@@ -122,6 +122,12 @@ def test_profiles_read_and_check_sync_pairs(tmp_path: Path) -> None:
     cfg.write_text('[hosts.aura]\nsync = [{ local = "~/p" }]\n')
     with pytest.raises(TetherError, match=r"config.toml:2: .*sync"):
         resolve("aura", config_path=cfg)
+    assert resolve("aura", config_path=tmp_path / "none.toml").sync_watch is False
+    cfg.write_text('[hosts.aura]\nsync = [{ local = "~/p", remote = "p" }]\nsync_watch = true\n')
+    assert resolve("aura", config_path=cfg).sync_watch is True
+    cfg.write_text('[hosts.aura]\nsync_watch = "yes"\n')
+    with pytest.raises(TetherError, match=r"sync_watch = 'yes': must be true or false"):
+        resolve("aura", config_path=cfg)
 
 
 # --- the server's side ----------------------------------------------------------------
