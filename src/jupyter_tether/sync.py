@@ -280,7 +280,8 @@ def sync_pair(
         out.backups += [f"server: {b}" for b in answer["backups"]]
     for path in [p for p in manifest if p not in local and p not in remote]:
         del manifest[path]  # gone on both sides
-    still = {p: v for p, v in offered.items() if p in out.conflicted}  # still to settle
+    # Still to settle: in conflict, or taken but not written yet (open in Jupyter, say).
+    still = {p: v for p, v in offered.items() if p in out.conflicted or p in out.refused}
     place.save(manifest, {**still, **out.offered})
     _prune(backup_root(name))
     return out
