@@ -6,12 +6,16 @@ from __future__ import annotations
 import http.client
 import inspect
 import json
+import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,31 +110,44 @@ def test_round_trip_conflict_skew_deletions_and_backups(
 ) -> None:
     local = synced
     # A notebook made on the server appears here; a local edit appears there.
-    put(sshd, "made-there.ipynb", notebook("server"))
+    put(sshd, "made-there.ipynb", notebook("server", 2))
     (local / "made-here.py").write_text("x = 1\n")
     rc, pair = run_sync(tether)
     assert rc == 0 and pair["pulled"] == ["made-there.ipynb"] and pair["pushed"] == ["made-here.py"]
-    assert (local / "made-there.ipynb").read_text() == notebook("server")
+    assert (local / "made-there.ipynb").read_text() == notebook("server", 2)
     assert read(sshd, "made-here.py") == "x = 1\n"
     settle()
     rc, pair = run_sync(tether)
     assert rc == 0 and not pair["pulled"] and not pair["pushed"]
     assert {a["action"] for a in pair["actions"]} == {"same"}
 
-    # Edited on both sides: nothing overwritten, both versions kept, exit 12.
-    (local / "made-there.ipynb").write_text(notebook("laptop"))
-    put(sshd, "made-there.ipynb", notebook("server, again"))
+    # Edited on both sides: nothing overwritten, both versions kept, exit 12, and
+    # nbdime's merge of the two (each side edited its own cell) offered beside them.
+    mine, theirs = json.loads(notebook("server", 2)), json.loads(notebook("server", 2))
+    mine["cells"][0]["source"] = "laptop"
+    theirs["cells"][1]["source"] = "server, again"
+    (local / "made-there.ipynb").write_text(json.dumps(mine))
+    put(sshd, "made-there.ipynb", json.dumps(theirs))
     rc, pair = run_sync(tether)
     assert rc == 12
     ((path, beside),) = [(c["path"], c["server_version"]) for c in pair["conflicts"]]
     assert path == "made-there.ipynb" and ".remote-" in beside
-    assert (local / "made-there.ipynb").read_text() == notebook("laptop")
-    assert (local / beside).read_text() == notebook("server, again")
-    assert read(sshd, "made-there.ipynb") == notebook("server, again")
-    # The user settles it by keeping the server's version.
-    (local / "made-there.ipynb").write_text(notebook("server, again"))
+    assert (local / "made-there.ipynb").read_text() == json.dumps(mine)
+    assert (local / beside).read_text() == json.dumps(theirs)
+    assert read(sshd, "made-there.ipynb") == json.dumps(theirs)
+    (merged,) = pair["merged"]
+    assert merged["path"] == path and ".merged-" in merged["candidate"], pair
+    assert merged["conflicts"] == 0 and "conflicts" not in merged["candidate"]
+    cells = json.loads((local / merged["candidate"]).read_text())["cells"]
+    assert ["".join(c["source"]) for c in cells] == ["laptop", "server, again"]
+    # The user settles it by taking the merged candidate.
+    (local / merged["candidate"]).replace(local / "made-there.ipynb")
     (local / beside).unlink()
-    assert run_sync(tether)[0] == 0
+    rc, pair = run_sync(tether)
+    assert rc == 0 and pair["pushed"] == ["made-there.ipynb"]
+    on_disk = json.loads(read(sshd, "made-there.ipynb") or "{}")
+    assert ["".join(c["source"]) for c in on_disk["cells"]] == ["laptop", "server, again"]
+    settle()
 
     # Clock skew: the server's file says it was changed an hour from now, the local one
     # an hour ago; only the content decides. Then the other way round.
@@ -336,3 +353,189 @@ def test_watch_pushes_an_edit_at_once_and_catches_up_after_a_cut(
         topology.topology.restore()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.netns
+def test_sync_watch_in_the_supervisor_pushes_at_once_catches_up_and_records_a_conflict(
+    tether: Tether, topology: SandboxTopology, jupyter_env: Path, tmp_path: Path
+) -> None:
+    from jupyter_tether import jupyter_api, supervisor
+
+    local = tmp_path / "proj"
+    local.mkdir()
+    pair = {"local": str(local), "remote": REMOTE}
+    tether.profile("tt-far", env=str(jupyter_env), sync=[pair], sync_watch=True)
+    prog = f"import shutil; shutil.rmtree({REMOTE!r}, ignore_errors=True)"
+    done = topology.ssh_config.ssh("tt-far", f"python3 -c {shlex.quote(prog)}", timeout=60)
+    assert done.returncode == 0, done.stderr
+    res = tether("up", "tt-far", "--no-browser", "--json")
+    assert res.rc == 0, res.err
+    info = json.loads(res.out)
+    port, token = int(info["local_port"]), info["url"].split("token=")[1]
+
+    def on_server(rel: str) -> str | None:
+        """The server's copy, read through the forward (Jupyter's contents API)."""
+        try:
+            code, body = jupyter_api.request(
+                port, "GET", f"/api/contents/{REMOTE}/{rel}?type=file&format=text", token
+            )
+        except jupyter_api.Unreachable:
+            return None
+        return str(json.loads(body)["content"]) if code == 200 else None
+
+    def until(what: str, check: Any, seconds: float) -> float:
+        """Poll ``check`` (bounded); return when it first held."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if check():
+                return time.monotonic()
+            time.sleep(0.05)
+        log = supervisor.log_path("tt-far").read_text()[-3000:]
+        pytest.fail(f"{what} did not happen within {seconds:.0f} s; supervisor log:\n{log}")
+
+    def sync_word() -> str:
+        return str((supervisor.read_status("tt-far") or {}).get("sync"))
+
+    try:
+        until("the first sync", lambda: sync_word() == "in sync", 60)
+        written = time.monotonic()
+        (local / "a.txt").write_text("edited on the laptop\n")
+        seen = until("a.txt on the server", lambda: on_server("a.txt"), 10)
+        assert seen - written < 2.0, f"the edit took {seen - written:.2f} s to reach the server"
+        assert on_server("a.txt") == "edited on the laptop\n"
+
+        topology.topology.cut()
+        try:
+            until(
+                "the cut noticed",
+                lambda: (supervisor.read_status("tt-far") or {}).get("state") == "reconnecting",
+                30,
+            )
+            (local / "b.txt").write_text("written during the cut\n")
+        finally:
+            topology.topology.restore()
+        until("b.txt on the server after the restore", lambda: on_server("b.txt"), 30)
+        assert on_server("b.txt") == "written during the cut\n"
+        assert on_server("a.txt") == "edited on the laptop\n"  # nothing lost
+        assert (local / "a.txt").read_text() == "edited on the laptop\n"
+        assert "sync caught up after the reconnect" in supervisor.log_path("tt-far").read_text()
+
+        # Both sides change c.txt before the next sync: the local edit keeps size and
+        # mtime (so only the next poll of the server notices), the server's is older
+        # than syncing.SETTLE so it is ready to read.
+        (local / "c.txt").write_text("one\n")
+        until("c.txt on the server", lambda: on_server("c.txt"), 10)
+        before = (local / "c.txt").stat()
+        (local / "c.txt").write_text("two\n")
+        os.utime(local / "c.txt", ns=(before.st_atime_ns, before.st_mtime_ns))
+        edit = f"open({REMOTE + '/c.txt'!r}, 'w').write('six\\n'); import os, time; " + (
+            f"t = time.time() - 60; os.utime({REMOTE + '/c.txt'!r}, (t, t))"
+        )
+        done = topology.ssh_config.ssh("tt-far", f"python3 -c {shlex.quote(edit)}", timeout=60)
+        assert done.returncode == 0, done.stderr
+        until("the conflict recorded", lambda: sync_word() == "conflict in c.txt", 20)
+        ls = tether("ls")
+        assert "sync: conflict in c.txt" in ls.out, ls.out
+        # Neither side overwritten; the server's version beside, once, across polls.
+        time.sleep(supervisor.SYNC_POLL + 1)  # one more poll, which must not add a copy
+        assert (local / "c.txt").read_text() == "two\n" and on_server("c.txt") == "six\n"
+        besides = sorted(p.name for p in local.glob("c.remote-*.txt"))
+        assert len(besides) == 1 and (local / besides[0]).read_text() == "six\n"
+        # The supervisor carries on: still connected, and a new edit still goes up.
+        (local / "d.txt").write_text("after the conflict\n")
+        until("d.txt on the server", lambda: on_server("d.txt"), 10)
+        assert (supervisor.read_status("tt-far") or {}).get("state") == "connected"
+        # Still a small process, with one thread more than without sync_watch.
+        status = Path(f"/proc/{info['supervisor']}/status").read_text()
+        rss = int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
+        threads = int(next(x for x in status.splitlines() if x.startswith("Threads:")).split()[1])
+        assert rss <= 30 * 1024, f"the supervisor uses {rss} KiB"
+        assert threads <= 8, f"the supervisor runs {threads} threads"
+    finally:
+        topology.topology.restore()
+        tether("down", "tt-far", "--purge")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from testing.helpers import browser as chromium
+
+    if not chromium.available():
+        pytest.skip("chromium and chromium-driver are not installed")
+    profile = Path(tempfile.mkdtemp(prefix="tt-chromium-"))
+    driver = chromium.chromium(profile)
+    try:
+        yield driver
+    finally:
+        try:
+            driver.save_screenshot(str(tmp_path / "file-changed.png"))  # the CI artifact
+        finally:
+            driver.quit()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_a_forced_push_under_an_open_tab_makes_lab_ask_before_saving(
+    tether: Tether, sshd: LocalSshd, synced: Path, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from testing.helpers.browser import wait_for
+
+    driver = browser
+    nb = json.loads(notebook("server"))
+    nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    try:
+        res = tether("up", NAME, "--no-browser", "--json")
+        assert res.rc == 0, res.err
+        info = json.loads(res.out)
+        port, token = int(info["local_port"]), info["url"].split("token=")[1]
+        put(sshd, "open.ipynb", json.dumps(nb))
+        assert run_sync(tether)[1]["pulled"] == ["open.ipynb"]
+        driver.get(f"http://127.0.0.1:{port}/lab/tree/{REMOTE}/open.ipynb?token={token}")
+        wait_for(
+            "the notebook's cell in the tab",
+            lambda: (
+                "server 0"
+                in driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content").text
+            ),
+            seconds=120,
+        )
+        nb["cells"][0]["source"] = "laptop 0"
+        (synced / "open.ipynb").write_text(json.dumps(nb))
+        # Open in a tab (its session is live): refused without --force, nothing written.
+        wait_for(
+            "the tab's session",
+            lambda: "open in Jupyter" in run_sync(tether)[1]["not_synced"].get("open.ipynb", ""),
+            seconds=30,
+        )
+        assert json.loads(read(sshd, "open.ipynb") or "{}")["cells"][0]["source"] == "server 0"
+        _rc, pair = run_sync(tether, "--force")
+        assert pair["pushed"] == ["open.ipynb"]
+        assert any(b.startswith("server: ") for b in pair["backups"])
+        assert json.loads(read(sshd, "open.ipynb") or "{}")["cells"][0]["source"] == "laptop 0"
+        # Saving from the tab now: Lab sees the file changed on disk since it was
+        # opened (its mtime is the push's) and asks, rather than writing over it.
+        driver.find_element(By.CSS_SELECTOR, ".jp-Notebook").click()
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "s")
+        dialog = wait_for(
+            "Lab's File Changed dialog",
+            lambda: driver.find_element(By.CSS_SELECTOR, ".jp-Dialog"),
+            seconds=30,
+        )
+        assert "File Changed" in dialog.text and "has changed on disk" in dialog.text, dialog.text
+        time.sleep(1)  # were Lab to save regardless, it would have by now
+        assert json.loads(read(sshd, "open.ipynb") or "{}")["cells"][0]["source"] == "laptop 0"
+        # "Revert" takes the pushed version into the tab.
+        dialog.find_element(By.XPATH, ".//button[contains(., 'Revert')]").click()
+        wait_for(
+            "the pushed version in the tab",
+            lambda: (
+                "laptop 0"
+                in driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content").text
+            ),
+            seconds=30,
+        )
+        assert json.loads(read(sshd, "open.ipynb") or "{}")["cells"][0]["source"] == "laptop 0"
+    finally:
+        tether("down", NAME)

@@ -78,6 +78,7 @@ class Profile:
     scheduler: str | None = None  # run as a batch job of this scheduler (README: Clusters)
     job: JobSpec | None = None  # what to ask the scheduler for, with `scheduler`
     sync: tuple[SyncPair, ...] = ()  # folder pairs for `tether sync`
+    sync_watch: bool = False  # the supervisor syncs them continuously while connected
     develop: tuple[str, ...] = ()  # local packages synced and installed editable
     # IPython's autoreload in the env's kernels; None: the profile does not say, and
     # the env is left as it is
@@ -125,6 +126,7 @@ _KEYS: dict[str, tuple[tuple[type, ...], str]] = {
         'a list of tables like { local = "~/work/proj", remote = "proj" } '
         "(optional: exclude = [patterns], max_size_mb = a number)",
     ),
+    "sync_watch": ((bool,), "true or false (needs sync = [...])"),
     "develop": (
         (list,),
         'a list of local package folders with distinct names (e.g. ["~/work/mypkg"])',
@@ -428,6 +430,7 @@ def resolve(
             )
             for e in merged.get("sync", ())
         ),
+        sync_watch=bool(merged.get("sync_watch", False)),
         develop=tuple(merged.get("develop", ())),
         autoreload=merged.get("autoreload"),
         provision=any(key in merged for key in PROVISION_KEYS)

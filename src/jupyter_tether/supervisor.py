@@ -39,12 +39,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from jupyter_tether import batch, jupyter_api, output, paths, relay, ssh, state
+from jupyter_tether import batch, config, jupyter_api, output, paths, relay, ssh, state
+from jupyter_tether import sync as syncing
 from jupyter_tether.clients import Agent
 from jupyter_tether.errors import TetherError
 from jupyter_tether.proc import pid_alive
@@ -186,6 +189,7 @@ class _Supervisor:
         self.warned: set[int] = set()
         self.job_ended = False
         self.job_id: str | None = None
+        self.saving = threading.Lock()  # the sync thread records its word too
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -203,7 +207,7 @@ class _Supervisor:
 
     def save(self) -> None:
         # On a full disk the old record stays (atomic write); the tunnel matters more.
-        with contextlib.suppress(TetherError):
+        with self.saving, contextlib.suppress(TetherError):
             paths.write_private(status_path(self.name), json.dumps(self.status))
 
     def sleep(self, seconds: float) -> None:
@@ -435,6 +439,77 @@ class _Supervisor:
         self.revive_due = now + REVIVE_WAITS[min(len(self.revived), len(REVIVE_WAITS) - 1)]
 
 
+SYNC_LOOK = 0.5  # seconds between two looks at the local folders (as `sync --watch`)
+SYNC_POLL = 5.0  # seconds between two syncs when nothing changed here (the server's side)
+
+
+def watch_sync(sup: _Supervisor, profile: config.Profile) -> None:
+    """``sync_watch = true``: the profile's folders synced as ``tether sync --watch`` does,
+    while the link is up; paused while it is down, and synced once as soon as it is back.
+    One thread; a conflict is recorded (log, ``tether ls``), never the supervisor's end."""
+    seen: tuple[int, ...] | None = None
+    last, behind, paused = 0.0, True, False
+    reported: dict[str, tuple[str, str]] = {}  # conflicts already written beside their file
+    folders = [Path(pair.local).expanduser() for pair in profile.sync]
+    while not sup.stopping:
+        rec = state.load(sup.name)
+        if rec is None or sup.status["state"] != "connected":
+            if not behind:
+                sup.say("sync paused until the link is back")
+            behind, paused = True, True
+            sup.sleep(SYNC_LOOK)
+            continue
+        now_seen = tuple(syncing.signature(f) for f in folders)
+        if behind or now_seen != seen or time.monotonic() - last >= SYNC_POLL:
+            last = time.monotonic()
+            try:
+                conflicts = sync_once(sup, profile, rec, reported)
+            except (TetherError, OSError) as exc:  # the link went, or a local file did
+                sup.say(f"sync failed: {getattr(exc, 'message', exc)}; trying again")
+                behind = True
+            except Exception:  # a bug in one sync must not end the syncing for good
+                sup.say(f"sync failed:\n{traceback.format_exc()}trying again in {SYNC_POLL} s")
+                behind = True
+                sup.sleep(SYNC_POLL)
+            else:
+                if paused:
+                    sup.say("sync caught up after the reconnect")
+                behind, paused, seen = False, False, now_seen
+                word = f"conflict in {', '.join(conflicts)}" if conflicts else "in sync"
+                if sup.status.get("sync") != word:
+                    sup.status["sync"] = word
+                    sup.save()
+        sup.sleep(SYNC_LOOK)
+
+
+def sync_once(
+    sup: _Supervisor,
+    profile: config.Profile,
+    rec: state.Record,
+    reported: dict[str, tuple[str, str]],
+) -> list[str]:
+    """One sync of every pair; the paths in conflict."""
+    agent = Agent(sup.login(rec), rec.python)
+    conflicts: list[str] = []
+    for pair in profile.sync:
+        # No merged candidate here: nbdime is too big for a small background process;
+        # `tether sync NAME` offers one (README: Syncing notebooks).
+        o = syncing.sync_pair(
+            agent, sup.name, pair, profile.root_dir, offer_merge=False, reported=reported
+        )
+        for path in o.pushed:
+            sup.say(f"sync: pushed {path} to {pair.remote}")
+        for path in o.pulled:
+            sup.say(f"sync: pulled {path} into {pair.local}")
+        for path, beside in o.conflicts:
+            sup.say(f"sync: conflict in {path}; the server's version is {beside}")
+        for path, why in o.refused.items():
+            sup.say(f"sync: not synced: {path}: {why}")
+        reported.update(o.conflicted)
+        conflicts += sorted(o.conflicted)
+    return conflicts
+
+
 def notify(title: str, text: str) -> bool:
     """A desktop notification where the workstation has a way to show one."""
     if shutil.which("notify-send"):
@@ -515,6 +590,12 @@ def _serve(name: str, argv: list[str]) -> int:
         if not _await_record(sup):
             sup.say("no server was recorded; exiting")
             return 0
+        profile = None
+        with contextlib.suppress(TetherError):  # a profile broken since `up`: no sync
+            profile = config.resolve(name)
+        if profile is not None and profile.sync_watch and profile.sync:
+            sup.status["sync"] = "starting"
+            threading.Thread(target=watch_sync, args=(sup, profile), daemon=True).start()
         return sup.run()
     finally:
         if sup.stopping:

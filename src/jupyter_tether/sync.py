@@ -20,6 +20,7 @@ was listed, its backups, notebooks open in Jupyter) is ``remote/syncing.py``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_tether import paths
+from jupyter_tether import merge, paths
 from jupyter_tether.clients import Agent
 from jupyter_tether.config import SyncPair
 from jupyter_tether.remote import protocol
@@ -148,8 +149,23 @@ class Place:
         files = data.get("files") if isinstance(data, dict) else None
         return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
 
-    def save(self, files: Mapping[str, str]) -> None:
-        record = {"local": self.pair.local, "remote": self.pair.remote, "files": dict(files)}
+    def load_merged(self) -> dict[str, tuple[str, str]]:
+        """Merged candidates offered: path -> (candidate's hash, the server's hash)."""
+        try:
+            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+            return {str(k): (str(v[0]), str(v[1])) for k, v in data["merged"].items()}
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return {}
+
+    def save(
+        self, files: Mapping[str, str], merged: Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
+        record = {
+            "local": self.pair.local,
+            "remote": self.pair.remote,
+            "files": dict(files),
+            "merged": {k: list(v) for k, v in (merged or {}).items()},
+        }
         paths.write_private(self.manifest, json.dumps(record, indent=1, sort_keys=True))
 
     def keep_version(self, data: bytes) -> None:
@@ -171,6 +187,10 @@ class Outcome:
     conflicts: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # path, beside
     refused: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why
     backups: list[str] = dataclasses.field(default_factory=list)
+    merged: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)  # +conflicts
+    not_merged: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why
+    conflicted: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # hashes
+    offered: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # merged
 
 
 def sync_pair(
@@ -181,8 +201,12 @@ def sync_pair(
     *,
     dry_run: bool = False,
     force: bool = False,
+    offer_merge: bool = True,
+    reported: Mapping[str, tuple[str, str]] | None = None,
 ) -> Outcome:
-    """Sync one folder pair once, both ways."""
+    """Sync one folder pair once, both ways; ``offer_merge``: a merged candidate for a
+    conflicted notebook (nbdime, when installed). ``reported``: conflicts (path -> both
+    hashes) a watching caller already has beside the file; not written again."""
     place = Place(name, pair)
     folder = Path(pair.local).expanduser()
     patterns = (*DEFAULT_EXCLUDE, *pair.exclude)
@@ -193,14 +217,32 @@ def sync_pair(
     local, skipped = scan(folder, patterns, max_size)
     base = place.load()
     actions = decide(local, remote, base, listed.get("deferred") or {})
+    # A conflict settled by taking the merged candidate as it was offered, the server's
+    # side unchanged since: that is the user's answer, pushed (the server's copy is
+    # backed up first, as every push's).
+    offered = place.load_merged()
+    actions = [
+        Action(a.path, "push", "the merged candidate taken here")
+        if a.what == "conflict" and offered.get(a.path) == (local[a.path], remote[a.path])
+        else a
+        for a in actions
+    ]
     actions += [Action(p, "skip", why) for p, why in {**skipped, **listed["skipped"]}.items()]
     out = Outcome(actions)
+    out.conflicted = {
+        a.path: (local[a.path], remote[a.path]) for a in actions if a.what == "conflict"
+    }
     if dry_run:
         return out
     manifest = dict(base)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     here = backup_root(name) / stamp / place.root.name  # this pair's backups of this sync
-    wanted = {a.path: remote[a.path] for a in actions if a.what in ("pull", "conflict")}
+    old = reported or {}
+    wanted = {
+        a.path: remote[a.path]
+        for a in actions
+        if a.what == "pull" or (a.what == "conflict" and old.get(a.path) != out.conflicted[a.path])
+    }
     fetched = _fetch(agent, where, wanted, max_size, out) if wanted else {}
     for a in actions:
         if a.what == "same":
@@ -214,6 +256,8 @@ def sync_pair(
             beside = _beside(a.path, stamp)
             _write_local(folder, beside, fetched[a.path], here, out)
             out.conflicts.append((a.path, beside))
+            if offer_merge and a.path.endswith(".ipynb"):
+                _offer_merge(place, folder, a.path, base.get(a.path), fetched[a.path], stamp, out)
     pushes = {a.path: (folder / a.path).read_bytes() for a in actions if a.what == "push"}
     if pushes:
         files = {
@@ -236,7 +280,9 @@ def sync_pair(
         out.backups += [f"server: {b}" for b in answer["backups"]]
     for path in [p for p in manifest if p not in local and p not in remote]:
         del manifest[path]  # gone on both sides
-    place.save(manifest)
+    # Still to settle: in conflict, or taken but not written yet (open in Jupyter, say).
+    still = {p: v for p, v in offered.items() if p in out.conflicted or p in out.refused}
+    place.save(manifest, {**still, **out.offered})
     _prune(backup_root(name))
     return out
 
@@ -257,11 +303,51 @@ def _fetch(
     return got
 
 
-def _beside(rel: str, stamp: str) -> str:
+def signature(folder: Path) -> int:
+    """A cheap fingerprint of a folder (names, sizes, mtimes): has anything changed?
+    What to do is still decided by content, in sync_pair."""
+    items = []
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.join(dirpath, f))
+                items.append((dirpath, f, st.st_size, st.st_mtime_ns))
+    return hash(tuple(sorted(items)))
+
+
+def _beside(rel: str, stamp: str, what: str = "remote") -> str:
     head, _, name = rel.rpartition("/")
     stem, dot, ext = name.partition(".")
-    other = f"{stem}.remote-{stamp}{dot}{ext}"
+    other = f"{stem}.{what}-{stamp}{dot}{ext}"
     return f"{head}/{other}" if head else other
+
+
+def _offer_merge(
+    place: Place, folder: Path, rel: str, was: str | None, theirs: bytes, stamp: str, out: Outcome
+) -> None:
+    """Write nbdime's three-way merge beside the local notebook, never over either side:
+    ``NAME.merged-STAMP.ipynb``, or ``NAME.merged-conflicts-STAMP.ipynb`` when some cells
+    carry nbdime's conflict markers."""
+    base = place.root / "objects" / was if was else None
+    if base is None or not base.is_file():
+        out.not_merged[rel] = "no common version to merge from (new on both sides)"
+        return
+    if not merge.available():
+        out.not_merged[rel] = merge.MISSING
+        return
+    try:
+        result = merge.merge_notebooks(base.read_bytes(), (folder / rel).read_bytes(), theirs)
+    except Exception as exc:  # an optional tool failing must not fail the sync itself
+        out.not_merged[rel] = f"nbdime could not merge it: {exc}"
+        return
+    candidate = _beside(rel, stamp, "merged-conflicts" if result.conflicts else "merged")
+    path = folder / candidate
+    tmp = path.with_name(f"{path.name}.tether-{os.getpid()}.tmp")
+    tmp.write_bytes(result.data)
+    os.replace(tmp, path)
+    out.merged.append((rel, candidate, result.conflicts))
+    if not result.conflicts:  # one with conflict markers is not an answer as it stands
+        out.offered[rel] = (digest(result.data), digest(theirs))
 
 
 def _write_local(folder: Path, rel: str, data: bytes, backups: Path, out: Outcome) -> None:

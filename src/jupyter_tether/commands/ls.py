@@ -160,10 +160,17 @@ def _tunnel(name: str) -> dict[str, Any]:
             "state": "none",
             "detail": f"the supervisor (pid {pid}) is gone; `tether open {name}` starts one",
         }
-    return {k: st.get(k) for k in ("state", "since", "detail", "reconnects", "revives", "pid")}
+    keys = ("state", "since", "detail", "reconnects", "revives", "pid", "sync")
+    return {k: st.get(k) for k in keys if k != "sync" or st.get(k)}
 
 
 def _tunnel_text(t: dict[str, Any]) -> str:
+    # sync_watch's word: "sync: conflict in PATH" stays in view until it is settled
+    sync = f"; sync: {t['sync']}" if t.get("sync") else ""
+    return _tunnel_state(t) + sync
+
+
+def _tunnel_state(t: dict[str, Any]) -> str:
     if t["state"] == "reconnecting" and t.get("since"):
         return f"reconnecting ({output.ago(time.time() - float(t['since']))})"
     if t["state"] in ("failed", "stopped"):

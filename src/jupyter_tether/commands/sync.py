@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from jupyter_tether.clients import Agent
 from jupyter_tether.commands._common import agent_for
 from jupyter_tether.config import check_name, develop_pairs, resolve
 from jupyter_tether.errors import ExitCode, TetherError
-from jupyter_tether.sync import Outcome, sync_pair
+from jupyter_tether.sync import Outcome, signature, sync_pair
 
 SHOWN = ("push", "pull", "conflict", "keep-local", "keep-remote", "defer", "skip")
 
@@ -76,16 +74,20 @@ def _watch(name: str, profile: config.Profile, agent: Agent, *, force: bool) -> 
     seen: tuple[int, ...] | None = None
     last = 0.0
     lost = False
+    reported: dict[str, tuple[str, str]] = {}  # conflicts already written beside their file
     try:
         while True:
-            now_seen = tuple(_signature(f) for f in folders)
+            now_seen = tuple(signature(f) for f in folders)
             due = lost or now_seen != seen or time.monotonic() - last >= WATCH_POLL
             if due:
                 last = time.monotonic()
                 try:
                     ssh.ensure_master(agent.target, batch=True)
                     for pair in profile.sync:
-                        o = sync_pair(agent, name, pair, profile.root_dir, force=force)
+                        o = sync_pair(
+                            agent, name, pair, profile.root_dir, force=force, reported=reported
+                        )
+                        reported.update(o.conflicted)
                         _print_moves(pair.local, pair.remote, o)
                 except TetherError as exc:
                     if not lost:
@@ -101,18 +103,6 @@ def _watch(name: str, profile: config.Profile, agent: Agent, *, force: bool) -> 
         return ExitCode.OK
 
 
-def _signature(folder: Path) -> int:
-    """A cheap fingerprint of a folder (names, sizes, mtimes): has anything changed?
-    What to do is still decided by content, in sync_pair."""
-    items = []
-    for dirpath, _dirs, files in os.walk(folder):
-        for f in files:
-            with contextlib.suppress(OSError):
-                st = os.stat(os.path.join(dirpath, f))
-                items.append((dirpath, f, st.st_size, st.st_mtime_ns))
-    return hash(tuple(sorted(items)))
-
-
 def _print_moves(local: str, remote: str, o: Outcome) -> None:
     stamp = time.strftime("%H:%M:%S")
     for path in o.pushed:
@@ -121,8 +111,18 @@ def _print_moves(local: str, remote: str, o: Outcome) -> None:
         print(f"{stamp} pulled {path} into {local}", flush=True)
     for path, beside in o.conflicts:
         print(f"{stamp} conflict: {path}; the server's version is {beside}", flush=True)
+    for path, candidate, left in o.merged:
+        print(f"{stamp} merged candidate for {path}: {candidate}{_left(left)}", flush=True)
+    for path, why in o.not_merged.items():
+        print(f"{stamp} no merged candidate for {path}: {why}", flush=True)
     for path, why in o.refused.items():
         print(f"{stamp} not synced: {path}: {why}", flush=True)
+
+
+def _left(conflicts: int) -> str:
+    if not conflicts:
+        return " (both sides' changes, no conflicts: check it, then rename it over yours)"
+    return f" ({conflicts} conflict(s) marked by nbdime in the cells: resolve them first)"
 
 
 def _as_dict(local: str, remote: str, o: Outcome) -> dict[str, object]:
@@ -133,6 +133,8 @@ def _as_dict(local: str, remote: str, o: Outcome) -> dict[str, object]:
         "pushed": o.pushed,
         "pulled": o.pulled,
         "conflicts": [{"path": p, "server_version": b} for p, b in o.conflicts],
+        "merged": [{"path": p, "candidate": c, "conflicts": n} for p, c, n in o.merged],
+        "not_merged": o.not_merged,
         "not_synced": o.refused,
         "backups": o.backups,
     }
@@ -150,6 +152,10 @@ def _print(local: str, remote: str, o: Outcome, *, dry_run: bool, verbose: bool)
         print(f"  pushed {len(o.pushed)}, pulled {len(o.pulled)}, conflicts {len(o.conflicts)}")
     for path, beside in o.conflicts:
         print(f"  conflict: {path} changed on both sides; the server's version is {beside}")
+    for path, candidate, left in o.merged:
+        print(f"  merged candidate for {path}: {candidate}{_left(left)}")
+    for path, why in o.not_merged.items():
+        print(f"  no merged candidate for {path}: {why}")
     for path, why in o.refused.items():
         print(f"  not synced: {path}: {why}")
     for saved in o.backups:
