@@ -64,6 +64,25 @@ def test_no_live_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch, case: str
     assert stream.getvalue() == ""
 
 
+def test_overlapping_meters_draw_one_line_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uv copy runs while the wheels download: only the first meter draws, so the
+    two never redraw over each other; after it, the next one draws again."""
+    monkeypatch.setenv("TERM", "xterm")
+    term = Terminal()
+    progress = output.Progress(stream=term)
+    with (
+        progress.meter("downloading wheels", watch=lambda: 1_000_000),
+        progress.meter("copying uv", 20_000_000) as inner,
+    ):
+        inner.add(5_000_000)
+        time.sleep(2 * output.Meter.EVERY)
+    assert "downloading wheels" in term.getvalue()
+    assert "copying uv" not in term.getvalue()
+    with progress.meter("copying wheels", 10_000_000) as meter:
+        meter.add(1_000_000)
+    assert "copying wheels: 1.0 of 10.0 MB" in term.getvalue()
+
+
 def test_fed_reports_every_byte_the_child_took(tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
     src = tmp_path / "blob"

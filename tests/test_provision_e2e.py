@@ -335,9 +335,13 @@ def test_offline_server_gets_wheels_from_the_workstation(
     )
     assert routes.stdout.strip() == "", "the server namespace must have no way out"
     ptether.profile(prov_far, packages=PACKAGES)
+    (data_dir() / "bin" / "uv").unlink(missing_ok=True)  # so that it is copied again
     res = ptether("up", prov_far, "--no-browser")
     assert res.rc == 0, res.err
     assert "cannot reach the package index" in res.err
+    # uv went over while the wheels downloaded, and the build found it complete
+    assert "copy uv" in res.err and "while the wheels download" in res.err
+    assert os.access(data_dir() / "bin" / "uv", os.X_OK)
     assert re.search(r"copied \d+ wheels", res.err)
     url = res.out.strip().splitlines()[-1]
     info = {"url": url, "local_port": int(url.split(":")[2].split("/")[0])}

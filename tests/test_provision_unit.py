@@ -4,6 +4,8 @@ and the one bad-input case that cannot be produced here (a server of another arc
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +275,8 @@ def test_unsupported_architecture_is_a_clear_error(
         asked.append(request["op"])
         assert request["op"] == "prepare", request["op"]
         python = {"path": "/usr/bin/python3", "version": [3, 11, 2], "how": "python3"}
-        return {"exists": False, "uv": False, "python": python, "python_facts": {}}
+        index = {"reachable": True, "detail": "reached"}
+        return {"exists": False, "uv": False, "python": python, "python_facts": {}, "index": index}
 
     def no_copy(*args: object, **kwargs: object) -> None:
         raise AssertionError("nothing may be copied to a server tether cannot serve")
@@ -291,3 +294,92 @@ def test_unsupported_architecture_is_a_clear_error(
     assert info.value.hint and "env" in info.value.hint
     assert asked == ["prepare"]
     assert not list((tmp_path / "cache").rglob("*.whl"))
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+def test_alongside_runs_the_step_while_the_body_runs() -> None:
+    """The body waits for the step to have started: run one after the other, it would
+    time out instead."""
+    started, body_done = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def step() -> None:
+        started.set()
+        assert body_done.wait(10)
+        seen.append("step")
+
+    with provision._alongside(step):
+        assert started.wait(10), "the step did not start alongside the body"
+        seen.append("body")
+        body_done.set()
+    assert seen == ["body", "step"]  # and it was over when the block ended
+
+
+def test_alongside_raises_the_steps_error_after_the_body() -> None:
+    def step() -> None:
+        raise TetherError("copying uv failed", code=ExitCode.PROVISION)
+
+    body: list[str] = []
+    with pytest.raises(TetherError, match="copying uv failed"), provision._alongside(step):
+        body.append("ran")
+    assert body == ["ran"]
+
+
+def test_alongside_waits_for_the_step_when_the_body_fails() -> None:
+    """A failed download must not leave the uv copy running behind the error."""
+    finished = threading.Event()
+
+    def step() -> None:
+        time.sleep(0.2)
+        finished.set()
+
+    with pytest.raises(TetherError, match="no wheel"), provision._alongside(step):
+        raise TetherError("no wheel of x", code=ExitCode.PROVISION)
+    assert finished.is_set()
+
+
+def test_offline_build_copies_uv_while_the_wheels_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, with a python on the server and no uv: the uv copy starts before the
+    wheel download ends, and both are done before the build is asked for."""
+    found = _probe(("/usr/bin/python3", (3, 11, 2)))
+    events: list[str] = []
+    uv_started = threading.Event()
+
+    def builder(target: object, found: object, request: dict[str, Any], **_: object) -> Any:
+        events.append(request["op"])
+        if request["op"] == "prepare":
+            python = {"path": "/usr/bin/python3", "version": [3, 11, 2], "how": "python3"}
+            return {
+                "exists": False,
+                "uv": False,
+                "python": python,
+                "python_facts": {},
+                "index": {"reachable": False, "detail": "no route"},
+                "wheels": [],
+            }
+        return {"env": "~/envs/x", "timings": {}}
+
+    def install_uv(*args: object) -> None:
+        uv_started.set()
+        time.sleep(0.1)
+        events.append("uv")
+
+    def download(*args: object) -> Path:
+        assert uv_started.wait(10), "uv was not copied alongside the download"
+        events.append("wheels")
+        return tmp_path
+
+    monkeypatch.setattr(builder_calls, "call", builder)
+    monkeypatch.setattr(provision, "install_uv", install_uv)
+    monkeypatch.setattr(provision, "download_wheels", download)
+    monkeypatch.setattr(provision, "push_wheels", lambda *a: events.append("copy"))
+    profile = _profile(tmp_path, 'packages = ["numpy"]\noffline = true\n')
+    progress = output.Progress(quiet=True)
+    provision.ensure(ssh.Target("aura"), profile, found, progress=progress)
+    assert events[0] == "prepare" and events[-1] == "build"
+    assert sorted(events[1:-1]) == ["copy", "uv", "wheels"]
+    assert {"uv", "wheels", "copy", "build"} <= set(progress.timings)

@@ -27,6 +27,9 @@ class Progress:
     timings: dict[str, float] = field(default_factory=dict)
     bytes_copied: int = 0  # to the server (uv, wheels), for --json and benchmarks
     notes: list[str] = field(default_factory=list)  # what --json output must carry too
+    # Steps may overlap (the uv copy runs while the wheels download): one live line at a
+    # time, or two meters would redraw over each other; the others stay silent.
+    _drawing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -68,8 +71,10 @@ class Progress:
         """A live line for a long step on a terminal: bytes so far (of ``total``) and the
         rate, or only the time taken when nothing is counted. ``watch`` is polled for the
         byte count while the step runs (a directory filling up). Off a terminal it shows
-        nothing: callers print one plain line with size and rate when the step is done."""
-        m = Meter(self.stream if self.live else None, what, total)
+        nothing: callers print one plain line with size and rate when the step is done.
+        While another meter is drawing (overlapping steps) this one draws nothing either."""
+        owns = self.live and self._drawing.acquire(blocking=False)
+        m = Meter(self.stream if owns else None, what, total)
         stop = threading.Event()
 
         def poll() -> None:
@@ -90,6 +95,8 @@ class Progress:
             if ticker:
                 ticker.join(timeout=2)
             m.close()
+            if owns:
+                self._drawing.release()
 
 
 class Meter:

@@ -9,7 +9,8 @@ the order of things (``ensure``); each step has a module of its own:
 2. uv goes to the server from here: the wheel for the server's platform is fetched from
    the package index (``index.py``; the static musllinux build where there is one, else
    the manylinux build the server's glibc supports: ``tags.py``), cached, copied over
-   the ssh master and unpacked there (``copy.py``);
+   the ssh master and unpacked there (``copy.py``); offline, while step 3's wheels
+   download;
 3. a server that reaches the index installs from it; one that doesn't gets the wheels
    for its exact platform downloaded here (``pip download``), only those it lacks copied
    (``wheels.py``), and installs with ``--offline --no-index --find-links``;
@@ -19,7 +20,10 @@ the order of things (``ensure``); each step has a module of its own:
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator
 
 from jupyter_tether import output, ssh
 from jupyter_tether.config import Profile
@@ -104,25 +108,34 @@ def ensure(
         prep = builder_calls.prepare(target, found, request, profile.offline)
     if prep["exists"] and not force:
         return str(prep["env"])
-    if not prep["uv"]:
-        with progress.phase("uv", f"copy uv {UV_VERSION} to the server"):
-            install_uv(target, found, spec.index_url, progress)
     python = prep.get("python")
     facts = prep.get("python_facts") or {}
+    offline = builder_calls.go_offline(profile, prep)
+    # Offline with a python at hand, the uv copy runs while the wheels download here
+    # (the two do not depend on each other); otherwise uv comes first, as finding a
+    # python may need it.
+    uv_later = not prep["uv"] and offline and python is not None
+    if not prep["uv"] and not uv_later:
+        with progress.phase("uv", f"copy uv {UV_VERSION} to the server"):
+            install_uv(target, found, spec.index_url, progress)
     if python is None:
         with progress.phase("python", "no suitable python3 on the server: trying uv"):
             answer = builder_calls.find_python(target, found, request)
         python, facts = answer["python"], answer["python_facts"]
     version = ".".join(map(str, python["version"]))
     progress.say(f"  python {version} at {python['path']} ({python['how']})")
-    offline = builder_calls.go_offline(profile, prep)
     if offline:
         why = "set in the profile" if profile.offline is True else prep["index"]["detail"]
         progress.say(f"  the server cannot reach the package index ({why}): sending wheels")
-        with progress.phase("wheels", "download for the server's platform"):
-            wheels = download_wheels(spec, found, version, progress)
-        with progress.phase("copy", "wheels the server lacks"):
-            push_wheels(target, wheels, prep.get("wheels") or [], progress)
+        with _alongside(
+            _copy_uv(target, found, spec, progress, detail="while the wheels download")
+            if uv_later
+            else None
+        ):
+            with progress.phase("wheels", "download for the server's platform"):
+                wheels = download_wheels(spec, found, version, progress)
+            with progress.phase("copy", "wheels the server lacks"):
+                push_wheels(target, wheels, prep.get("wheels") or [], progress)
     with (
         progress.phase("build", f"{len(spec.requirements)} requirements, python {version}"),
         progress.meter("installing on the server"),
@@ -148,6 +161,38 @@ def ensure(
         progress.say(f"  removed old environments: {', '.join(built['removed'])}")
     _say_if_running_elsewhere(profile, found, str(built["env"]), progress)
     return str(built["env"])
+
+
+def _copy_uv(
+    target: ssh.Target, found: Probe, spec: Spec, progress: output.Progress, *, detail: str
+) -> Callable[[], None]:
+    def run() -> None:
+        with progress.phase("uv", f"copy uv {UV_VERSION} to the server, {detail}"):
+            install_uv(target, found, spec.index_url, progress)
+
+    return run
+
+
+@contextlib.contextmanager
+def _alongside(step: Callable[[], None] | None) -> Iterator[None]:
+    """Run ``step`` in a thread while the body runs; leave only when both are done.
+
+    The body's own error wins; without one, the step's error is raised here, so the
+    build never starts without what the step provides. The step ends on its own (its
+    copy has the transfer timeout of ``copy._send``), and a step that did not finish
+    leaves nothing behind on the server (``push_uv.sh`` renames a complete uv into place).
+    """
+    if step is None:
+        yield
+        return
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tether-uv") as pool:
+        done = pool.submit(step)
+        try:
+            yield
+        except BaseException:
+            concurrent.futures.wait([done])
+            raise
+        done.result()
 
 
 def _say_if_running_elsewhere(
