@@ -47,12 +47,26 @@ pytestmark = [
 __all__ = ["profiles"]  # the fixture, shared with the single-server tests
 
 PROFILE = "hpc-outputs"
+PRINTED = "printed.txt"
 
 
 @pytest.fixture
 def job_root(tether: Tether, lab: Cluster, remote_user: str) -> Iterator[Path]:
     """A root dir with the printing notebook; whatever job is left is cancelled after."""
     root = make_root(remote_user, "tt-job-outputs")
+    # The printing cell, which also appends each line to a file once it has printed it
+    # (ipykernel's flush returns once the line is on its way to Jupyter): the lines the
+    # kernel printed before it was ended, to hold the notebook to.
+    nb = json.loads((root / NOTEBOOK).read_text())
+    nb["cells"][0]["source"] = (
+        f"import time\nfor i in range({len(EXPECTED)}):\n"
+        '    print(f"line {i}", flush=True)\n'
+        f"    with open({str(root / PRINTED)!r}, 'a') as f:\n"
+        '        f.write(f"line {i}\\n")\n'
+        "    time.sleep(1)"
+    )
+    made = as_user(remote_user, ["sh", "-c", f"cat > {root / NOTEBOOK}"], input=json.dumps(nb))
+    assert made.returncode == 0, made.stderr
     env = make_jupyter_env(
         remote_user, home_of(remote_user) / "jlab-outputs", packages=(*KEEP_OUTPUTS, "ipykernel")
     )
@@ -102,6 +116,10 @@ def test_lines_printed_before_the_job_ends_are_on_disk(
     )
     # No execution count: the kernel ended before its reply, as the cell never finished.
     lines, _ = printed_lines(read_notebook(job_root))
+    printed = (job_root / PRINTED).read_text().splitlines()
+    # Every line the kernel had printed when it was ended (it may have printed one more
+    # and been ended before noting it).
+    assert lines[: len(printed)] == printed and len(lines) <= len(printed) + 1, (printed, lines)
     assert len(seen) >= 6 and lines[: len(seen)] == seen, (seen, lines)  # none the page saw lost
     assert lines == EXPECTED[: len(lines)], lines  # in order, each once
     assert len(lines) < len(EXPECTED), lines  # the job ended before the cell did
