@@ -412,3 +412,132 @@ def test_outputs_reach_the_file_while_the_link_is_cut(
         topology.topology.restore()
         tether("down", host)
         as_user(topology.user, ["rm", "-rf", str(root)])
+
+
+# --------------------------------------------------------------------------- room freed
+
+FREED = "Deleted YRoom 'json:notebook:"  # jupyter-server-documents' line once a room is gone
+TYPED = ["print('cell' + ' one')", "print('cell' + ' two')", "# cell three, never run"]
+
+
+def server_log(user: str) -> str:
+    """The server logs of ``user`` (Jupyter's output goes there: remote/run.sh)."""
+    logs = home_of(user) / ".local" / "state" / "jupyter-tether" / "logs"
+    return "".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log")))
+
+
+def cells_of(nb: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, what its outputs printed) for each cell of ``nb``."""
+    found = []
+    for cell in nb["cells"]:
+        src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        text = ""
+        for out in cell.get("outputs", []):
+            chunk = out.get("text", "")
+            text += chunk if isinstance(chunk, str) else "".join(chunk)
+        found.append((src, text))
+    return found
+
+
+WANTED = [(TYPED[0], "cell one\n"), (TYPED[1], "cell two\n"), (TYPED[2], "")]
+
+
+def page_cells(driver: WebDriver) -> list[tuple[str, str]]:
+    cells = driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
+    found = []
+    for cell in cells:
+        src = cell.find_element(By.CSS_SELECTOR, ".cm-content").text
+        outs = cell.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
+        found.append((src, "".join(o.text + "\n" for o in outs)))
+    return found
+
+
+def test_a_freed_room_loses_nothing_and_a_snapshot_is_kept(
+    ptether: Tether, prov_sshd: str, profiles: list[Path]
+) -> None:
+    """Edited in the browser (two cells typed and run, one typed), the browser closed,
+    the room freed early (a short free interval in a Jupyter config file of the user's
+    own, on JUPYTER_CONFIG_PATH): a new browser shows every cell and output, the file has
+    them, and a snapshot from before the reconnect holds them too (README: Snapshots;
+    jupyter-server-documents #305 lost a whole notebook there)."""
+    root = make_root(PROV_USER, "tt-outputs-freed")
+    conf = home_of(PROV_USER) / "tt-freeing-config"
+    as_user(PROV_USER, ["rm", "-rf", str(conf)])
+    assert as_user(PROV_USER, ["mkdir", str(conf)]).returncode == 0
+    nb = {
+        "cells": [],
+        "metadata": json.loads((root / NOTEBOOK).read_text())["metadata"],
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    # The one config name Jupyter reads on its config path even with --config (the
+    # snapshot config's comment in remote/launching.py): free an empty, idle room after
+    # 3 s without activity, looked for every 2 s (defaults: 60 s and 300 s).
+    settings = {"YRoomManager": {"auto_free_interval": 2}, "YRoom": {"inactivity_timeout": 3}}
+    for path, body in ((conf / "jupyter_config.json", settings), (root / NOTEBOOK, nb)):
+        made = as_user(PROV_USER, ["sh", "-c", f"cat > {path}"], input=json.dumps(body))
+        assert made.returncode == 0, made.stderr
+    try:
+        ptether.profile(
+            prov_sshd,
+            root_dir=str(root),
+            keep_outputs=True,
+            offline=True,
+            snapshot_every=1,
+            env_vars={"JUPYTER_CONFIG_PATH": str(conf)},
+        )
+        res = ptether("up", prov_sshd, "--no-browser", "--json")
+        assert res.rc == 0, res.err
+        info: dict[str, Any] = json.loads(res.out)
+        token = info["url"].split("token=")[1]
+        url = f"http://127.0.0.1:{info['local_port']}/lab/tree/{NOTEBOOK}?token={token}"
+
+        driver, _ = new_browser(profiles)
+        try:
+            driver.get(url)
+            browser.wait_for("an idle kernel", lambda: kernel_idle_in_page(driver), seconds=120)
+            editor = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")
+            editor.click()
+            for i, text in enumerate(TYPED):
+                driver.switch_to.active_element.send_keys(text)
+                if i < 2:  # run it; Lab adds the next cell, in edit mode
+                    driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.ENTER)
+                    want = WANTED[i][1].strip()
+                    browser.wait_for(want, lambda w=want: w in output_text(driver), 60)  # type: ignore[misc]
+            browser.wait_for("the edits in the page", lambda: page_cells(driver) == WANTED, 30)
+            browser.wait_for(
+                "the edits in the file", lambda: cells_of(read_notebook(root)) == WANTED, 30
+            )
+        finally:
+            driver.quit()
+        before = server_log(PROV_USER).count(FREED)
+        browser.wait_for(
+            "the room to be freed",
+            lambda: server_log(PROV_USER).count(FREED) > before,
+            seconds=60,
+        )
+        reconnect = time.time()
+        kept = listed_snapshots(ptether, prov_sshd)  # taken by the saves of the edits
+        assert kept and max(s["time"] for s in kept) < reconnect, kept
+
+        driver, _ = new_browser(profiles)
+        try:
+            driver.get(url)
+            browser.wait_for("an idle kernel", lambda: kernel_idle_in_page(driver), seconds=120)
+            browser.wait_for("every cell in the page", lambda: page_cells(driver) == WANTED, 60)
+        finally:
+            driver.quit()
+        assert cells_of(read_notebook(root)) == WANTED
+        # Still listed after the reconnect, and readable notebooks.
+        kept = [s for s in listed_snapshots(ptether, prov_sshd) if s["time"] < reconnect]
+        assert kept and all(s["cells"] is not None for s in kept), kept
+    finally:
+        ptether("down", prov_sshd)
+        as_user(PROV_USER, ["rm", "-rf", str(root), str(conf)])
+
+
+def listed_snapshots(ptether: Tether, host: str) -> list[dict[str, Any]]:
+    res = ptether("snapshots", host, NOTEBOOK, "--json")
+    assert res.rc == 0, res.err
+    kept: list[dict[str, Any]] = json.loads(res.out)["snapshots"].get(NOTEBOOK, [])
+    return kept

@@ -4,7 +4,9 @@ when a save calls for a snapshot, how many are kept, and what a restore leaves."
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +238,64 @@ def test_restore_at_the_limit_keeps_the_restored_one(root: Path) -> None:
     on_disk(root, nb(("a", 9)))
     done = snapshots.restore(str(root), NOTEBOOK, made[0], keep=2)
     assert made[0] in kept(root) and done["saved_as"] in kept(root)
+
+
+# --------------------------------------------------------------------------- batch jobs
+
+
+class _Section:
+    pre_save_hook: Any = None
+
+
+class _Config:
+    """What the config file touches of traitlets' Config: one section."""
+
+    def __init__(self) -> None:
+        self.ContentsManager = _Section()
+
+
+def test_a_batch_job_gets_the_hook_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path
+) -> None:
+    """A batch server's job.env puts the session's snapshot config dir on
+    JUPYTER_CONFIG_PATH (before one of the profile's own), and that dir's config hooks
+    saves with the profile's settings, as for a server of its own."""
+    from jupyter_tether.remote import core, jobs, launching
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    p = core.JobPaths("hpc")
+    os.makedirs(p.session)
+    settings = {"every": 7.0, "keep": 3}
+    req = {"env_vars": {"JUPYTER_CONFIG_PATH": "/site/etc"}, "snapshots": settings}
+    env = jobs._job_env(req, p, ["jupyter", "lab"], {"path": "/usr/bin:/bin"})
+    launching.write_snapshot_config(p.snapshot_config, settings)
+    Path(p.job_env).write_text(env)
+    shown = subprocess.run(
+        ["bash", "-c", '. "$1" && printf %s "$JUPYTER_CONFIG_PATH"', "-", p.job_env],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == f"{p.snapshot_config}:/site/etc"
+    assert stat.S_IMODE(os.stat(p.snapshot_config).st_mode) == 0o700
+
+    c = _Config()
+    config_py = Path(p.snapshot_config) / "jupyter_config.py"
+    scope = {"get_config": lambda: c, "__file__": str(config_py)}
+    exec(compile(config_py.read_text(), str(config_py), "exec"), scope)  # as traitlets does
+    hook = c.ContentsManager.pre_save_hook
+    assert callable(hook) and hook.__module__ == "tether_snapshots"
+    on_disk(root, nb(("a", 1)))
+
+    class Manager:
+        root_dir = str(root)
+
+    hook({"type": "notebook", "content": nb(("a", 1), ("b", 0))}, NOTEBOOK, Manager())
+    assert len(kept(root)) == 1  # the first save keeps what was on disk
+
+    without = jobs._job_env({"snapshots": None}, p, ["jupyter", "lab"], {"path": "/b"})
+    assert "JUPYTER_CONFIG_PATH" not in without
+    launching.write_snapshot_config(p.snapshot_config, None)
+    assert not os.path.exists(p.snapshot_config)

@@ -32,6 +32,14 @@ def agent_python(profile: Profile, found: Probe) -> str:
     )
 
 
+def snapshot_settings(profile: Profile) -> protocol.SnapshotSettings | None:
+    """With keep_outputs, how the server snapshots notebooks before saves (README:
+    Snapshots); a server of its own and a batch job alike."""
+    if not profile.keep_outputs:
+        return None
+    return {"every": profile.snapshot_every, "keep": profile.snapshot_keep}
+
+
 def start(
     target: ssh.Target,
     profile: Profile,
@@ -55,10 +63,6 @@ def start(
         "transport": transport,
         "startup_timeout": profile.startup_timeout,
         "run_sh": remote.read("run.sh"),
-        "snapshots": (
-            {"every": profile.snapshot_every, "keep": profile.snapshot_keep}
-            if profile.keep_outputs
-            else None
-        ),
+        "snapshots": snapshot_settings(profile),
     }
     return Agent(target, python).up(request, timeout=profile.startup_timeout + 60)

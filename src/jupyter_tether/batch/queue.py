@@ -92,6 +92,7 @@ def submit(
         "bridge_client_key": client_key(profile.name),
         "cluster": spec.cluster,
         "transport": transport,
+        "snapshots": launch.snapshot_settings(profile),
     }
     answer = agent.job_submit(request)
     job_id, cluster = sched.parse_submit(answer["rc"], answer["stdout"], answer["stderr"])

@@ -139,6 +139,7 @@ class JobPaths:
         self.output = os.path.join(self.session, "output.log")
         self.host_key = os.path.join(self.session, "bridge_host_key")
         self.bridge_keys = os.path.join(self.session, "bridge_keys")
+        self.snapshot_config = os.path.join(self.session, "snapshot-config")  # as Paths'
         self.lock = os.path.join(state_root(), "locks", "job-" + name + ".lock")
 
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
-from . import core, planning, servers
+from . import core, launching, planning, servers
 from .core import JobPaths, Json, RemoteError
 
 
@@ -66,6 +66,8 @@ def _job_env(req: Json, p: JobPaths, argv: List[str], facts: Json) -> str:
     ]
     for key, value in sorted((req.get("env_vars") or {}).items()):
         lines.append("%s=%s; export %s" % (key, q(str(value)), key))
+    if req.get("snapshots"):
+        lines.append(planning.snapshot_config_line(p.snapshot_config))
     lines.append("set -- " + " ".join(q(a) for a in argv))
     return "\n".join(lines) + "\n"
 
@@ -102,6 +104,7 @@ def op_job_submit(req: Json) -> Json:
                 "use jupyter_server >= 1.9 (the default managed environment has it)",
             )
         core.write_private(p.config, json.dumps(config))
+        launching.write_snapshot_config(p.snapshot_config, req.get("snapshots"))
         core.write_private(p.job_env, _job_env(req, p, argv, facts))
         host_key = _bridge_keys(p, req.get("bridge_client_key") or "", facts["path"])
         submit = [*req["submit_argv"], "--output=" + p.output, "--chdir=" + os.path.expanduser("~")]

@@ -187,13 +187,14 @@ def _clear_unrecorded(p: Paths, rundir: str) -> None:
     core.remove_quietly(rundir)
 
 
-def write_snapshot_config(p: Paths, settings: Optional[Json]) -> None:
-    """With keep_outputs, the Jupyter config dir that hooks every notebook save to take
-    snapshots (remote/snapshots.py, shipped as it is); without, no such dir."""
+def write_snapshot_config(folder: str, settings: Optional[Json]) -> None:
+    """With keep_outputs, ``folder``: the Jupyter config dir that hooks every notebook
+    save to take snapshots (remote/snapshots.py, shipped as it is); without, no such
+    dir. A server of its own and a batch job's (remote/jobs.py) both get it."""
     if not settings:
-        core.remove_quietly(p.snapshot_config)
+        core.remove_quietly(folder)
         return
-    core.private_dir(p.snapshot_config)
+    core.private_dir(folder)
     # jupyter_config, the one name Jupyter looks up on its config path even when
     # --config names the config file (jupyter_core's JupyterApp.load_config_file).
     files = {
@@ -204,7 +205,7 @@ def write_snapshot_config(p: Paths, settings: Optional[Json]) -> None:
         ),
     }
     for name, text in files.items():
-        core.write_private(os.path.join(p.snapshot_config, name), text)
+        core.write_private(os.path.join(folder, name), text)
 
 
 def _launch(req: Json, p: Paths, rundir: str, deadline: float) -> Json:
@@ -215,7 +216,7 @@ def _launch(req: Json, p: Paths, rundir: str, deadline: float) -> Json:
         core.private_dir(os.path.join(rundir, "runtime"))
         argv, config, facts = planning.plan_launch(req, p, rundir)
         core.write_private(p.config, json.dumps(config))
-        write_snapshot_config(p, req.get("snapshots"))
+        write_snapshot_config(p.snapshot_config, req.get("snapshots"))
         core.write_private(p.launch_env, planning.launch_env(req, p, rundir, argv, facts))
         core.write_private(p.run_sh, req["run_sh"])
         os.chmod(p.run_sh, 0o700)

@@ -198,6 +198,17 @@ def plan_launch(
     return argv, config, facts
 
 
+def snapshot_config_line(folder: str) -> str:
+    """The shell line that puts the snapshot hook's config dir (``folder``) on
+    JUPYTER_CONFIG_PATH: added to, not replacing, one of the profile's env_vars."""
+    from shlex import quote
+
+    return (
+        "JUPYTER_CONFIG_PATH=%s${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}; "
+        "export JUPYTER_CONFIG_PATH" % quote(folder)
+    )
+
+
 def launch_env(req: Json, p: Paths, rundir: str, argv: List[str], facts: Json) -> str:
     """The text of launch.env, which run.sh sources: settings and argv, no secrets."""
     from shlex import quote as q
@@ -221,10 +232,6 @@ def launch_env(req: Json, p: Paths, rundir: str, argv: List[str], facts: Json) -
     for key, value in sorted((req.get("env_vars") or {}).items()):
         lines.append("%s=%s; export %s" % (key, q(str(value)), key))
     if req.get("snapshots"):
-        # Added to, not replacing, a JUPYTER_CONFIG_PATH of the profile's env_vars.
-        lines.append(
-            "JUPYTER_CONFIG_PATH=%s${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}; "
-            "export JUPYTER_CONFIG_PATH" % q(p.snapshot_config)
-        )
+        lines.append(snapshot_config_line(p.snapshot_config))
     lines.append("set -- " + " ".join(q(a) for a in argv))
     return "\n".join(lines) + "\n"
