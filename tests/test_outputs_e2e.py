@@ -59,8 +59,8 @@ AFTER_CLOSE = 40.0  # seconds between ending the browser and reading the file
 # --------------------------------------------------------------------------- fixtures
 
 
-def make_root(user: str, name: str) -> Path:
-    """An empty root_dir in ``user``'s home, with one notebook of one code cell: CODE."""
+def make_root(user: str, name: str, notebooks: tuple[str, ...] = (NOTEBOOK,)) -> Path:
+    """An empty root_dir in ``user``'s home, with ``notebooks`` of one code cell: CODE."""
     path = home_of(user) / name
     as_user(user, ["rm", "-rf", str(path)])
     assert as_user(user, ["mkdir", str(path)]).returncode == 0
@@ -85,8 +85,9 @@ def make_root(user: str, name: str) -> Path:
         "nbformat": 4,
         "nbformat_minor": 5,
     }
-    made = as_user(user, ["sh", "-c", f"cat > {path}/{NOTEBOOK}"], input=json.dumps(nb))
-    assert made.returncode == 0, made.stderr
+    for notebook in notebooks:
+        made = as_user(user, ["sh", "-c", f"cat > {path}/{notebook}"], input=json.dumps(nb))
+        assert made.returncode == 0, made.stderr
     return path
 
 
@@ -162,11 +163,11 @@ def run_first_cell(driver: WebDriver) -> None:
 # --------------------------------------------------------------------------- the file
 
 
-def read_notebook(root: Path) -> dict[str, Any]:
+def read_notebook(root: Path, notebook: str = NOTEBOOK) -> dict[str, Any]:
     """The notebook as the server has it on disk. A save in progress truncates and
     rewrites the file in place (jupyter_server's atomic_writing keeps the old one as
     .~NAME meanwhile), so a half-written read is tried again (bounded)."""
-    path = root / NOTEBOOK
+    path = root / notebook
     for _ in range(50):
         try:
             with path.open(encoding="utf-8") as f:
@@ -213,12 +214,20 @@ def packages_of(ptether: Tether, host: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- the tests
 
 
-def reopened_shows_everything(info: dict[str, Any], profiles: list[Path]) -> None:
+def url_of(info: dict[str, Any], notebook: str) -> str:
+    """The Lab URL of ``notebook`` on the server `up` answered ``info`` for, in a Lab
+    workspace of its own: Lab keeps a workspace's open tabs on the server, so two
+    notebooks opened in the default one would be two tabs, one hidden."""
+    port, token, stem = info["local_port"], info["token"], notebook.rsplit(".", 1)[0]
+    return f"http://127.0.0.1:{port}/lab/workspaces/{stem}/tree/{notebook}?token={token}"
+
+
+def reopened_shows_everything(url: str, profiles: list[Path]) -> None:
     """A new browser on the same URL shows what ran while no one looked, each line once,
     and an idle kernel."""
     driver, _ = new_browser(profiles)
     try:
-        open_notebook(driver, info["notebook_url"])
+        open_notebook(driver, url)
         browser.wait_for("line 29 in the page", lambda: "line 29" in output_text(driver), 60)
         shown = output_text(driver).splitlines()
         assert shown.count("line 29") == 1
@@ -228,14 +237,12 @@ def reopened_shows_everything(info: dict[str, Any], profiles: list[Path]) -> Non
         driver.quit()
 
 
-def run_and_end_browser(
-    info: dict[str, Any], profiles: list[Path], end: str
-) -> tuple[float, list[str]]:
+def run_and_end_browser(url: str, profiles: list[Path], end: str) -> tuple[float, list[str]]:
     """Open the notebook, run the cell, end the browser after ``line 1`` (``quit`` or
     ``kill``). Returns when it ended, and the page's lines at that moment."""
     driver, profile = new_browser(profiles)
     try:
-        open_notebook(driver, info["notebook_url"])
+        open_notebook(driver, url)
         run_first_cell(driver)
         browser.wait_for("line 1 in the page", lambda: "line 1" in output_text(driver), 60)
         seen = output_text(driver).splitlines()
@@ -259,35 +266,61 @@ def file_after(root: Path, ended: float) -> tuple[list[str], Any]:
     return printed_lines(read_notebook(root))
 
 
-@pytest.mark.parametrize("end", ["quit", "kill"])
-def test_outputs_reach_the_file_with_no_browser(
-    ptether: Tether, prov_sshd: str, root: Path, profiles: list[Path], end: str
+def test_outputs_reach_the_file_with_no_browser_and_stock_lab_loses_them(
+    ptether: Tether,
+    prov_sshd: str,
+    tether: Tether,
+    sshd: LocalSshd,
+    jupyter_env: Path,
+    profiles: list[Path],
 ) -> None:
-    info = up(ptether, prov_sshd, root, keep=True)
-    assert info["versions"]["jupyterlab"] == "4.6.6"
-    ended, seen = run_and_end_browser(info, profiles, end)
-    assert "line 29" not in seen  # the browser was gone long before the cell ended
+    """Three browsers one after the other, so that their 40 s waits overlap: on the
+    keep_outputs server one is closed (``driver.quit()``) and one killed (SIGKILL) after
+    ``line 1``; the control, the same cell on a server with keep_outputs = false (stock
+    JupyterLab, another account), is closed the same way. The same assertion passes on
+    the first two files and fails on the control's: the test can fail."""
+    keep_root = make_root(PROV_USER, "tt-outputs-keep", ("quit.ipynb", "kill.ipynb"))
+    stock_root = make_root(sshd.user, "tt-outputs-stock")
+    keep = up(ptether, prov_sshd, keep_root, keep=True)
+    assert keep["versions"]["jupyterlab"] == "4.6.6"
+    tether.profile(sshd.host, env=str(jupyter_env), root_dir=str(stock_root), keep_outputs=False)
+    try:
+        res = tether("up", sshd.host, "--no-browser", "--json")
+        assert res.rc == 0, res.err
+        stock: dict[str, Any] = json.loads(res.out)
+        stock["token"] = stock["url"].split("token=")[1]
+        runs = (
+            ("quit", keep, keep_root, "quit.ipynb"),
+            ("kill", keep, keep_root, "kill.ipynb"),
+            ("quit", stock, stock_root, NOTEBOOK),
+        )
+        ended = []
+        for end, info, _, notebook in runs:
+            when, seen = run_and_end_browser(url_of(info, notebook), profiles, end)
+            assert "line 29" not in seen  # the browser was gone long before the cell ended
+            ended.append(when)
+        left = max(ended) + AFTER_CLOSE - time.monotonic()
+        assert left > 0, "the browsers took too long to end"
+        time.sleep(left)  # a point in time to look at: the control's file must not change
 
-    lines, count = file_after(root, ended)
-    assert lines == EXPECTED  # all 30, each once, in order
-    assert isinstance(count, int) and count >= 1
-    assert kernel_states(info) == ["idle"]
+        for end, _info, root, notebook in runs[:2]:
+            lines, count = printed_lines(read_notebook(root, notebook))
+            assert lines == EXPECTED, end  # all 30, each once, in order
+            assert isinstance(count, int) and count >= 1, end
+        assert kernel_states(keep) == ["idle", "idle"]
 
-    reopened_shows_everything(info, profiles)
+        lines, _ = printed_lines(read_notebook(stock_root))
+        assert lines != EXPECTED
+        assert "line 29" not in lines  # nothing after the browser left reached the file
+        # ...though the kernel ran the cell to its end: only the writing into the file is lost.
+        assert kernel_states(stock) == ["idle"]
 
-
-def test_control_stock_jupyterlab_loses_the_later_lines(
-    ptether: Tether, prov_sshd: str, root: Path, profiles: list[Path]
-) -> None:
-    """The same with keep_outputs = false: the assertion above fails on stock Lab."""
-    info = up(ptether, prov_sshd, root, keep=False)
-    assert "jupyter-server-documents" not in packages_of(ptether, prov_sshd)
-    ended, _ = run_and_end_browser(info, profiles, "quit")
-    lines, _ = file_after(root, ended)
-    assert lines != EXPECTED
-    assert "line 29" not in lines  # nothing after the browser left reached the file
-    # ...though the kernel ran the cell to its end: only the writing into the file is lost.
-    assert kernel_states(info) == ["idle"]
+        for _, info, _, notebook in runs[:2]:
+            reopened_shows_everything(url_of(info, notebook), profiles)
+    finally:
+        tether("down", sshd.host)
+        as_user(PROV_USER, ["rm", "-rf", str(keep_root)])
+        as_user(sshd.user, ["rm", "-rf", str(stock_root)])
 
 
 def test_the_tested_set_is_what_the_env_has(ptether: Tether, prov_sshd: str, root: Path) -> None:
@@ -407,7 +440,7 @@ def test_outputs_reach_the_file_while_the_link_is_cut(
             assert shown == EXPECTED
         finally:
             driver.quit()
-        reopened_shows_everything(info, profiles)
+        reopened_shows_everything(info["notebook_url"], profiles)
     finally:
         topology.topology.restore()
         tether("down", host)

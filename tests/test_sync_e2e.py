@@ -449,7 +449,10 @@ def test_sync_watch_in_the_supervisor_pushes_at_once_catches_up_and_records_a_co
         status = Path(f"/proc/{info['supervisor']}/status").read_text()
         rss = int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
         threads = int(next(x for x in status.splitlines() if x.startswith("Threads:")).split()[1])
-        assert rss <= 30 * 1024, f"the supervisor uses {rss} KiB"
+        # Under `make test` coverage traces every subprocess (pyproject.toml: patch =
+        # subprocess), and its tracer's data adds several MiB to the supervisor.
+        limit = 40 if "COVERAGE_PROCESS_CONFIG" in os.environ else 30
+        assert rss <= limit * 1024, f"the supervisor uses {rss} KiB (limit {limit} MiB)"
         assert threads <= 8, f"the supervisor runs {threads} threads"
     finally:
         topology.topology.restore()
