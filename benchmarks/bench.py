@@ -97,7 +97,7 @@ class Bench:
     _global: contextlib.ExitStack
     _scenario: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _resources: dict[str, Any] = field(default_factory=dict)
-    _profiles: dict[str, dict[str, str]] = field(default_factory=dict)
+    _profiles: dict[str, dict[str, object]] = field(default_factory=dict)
     _remote: Remote | None = None
 
     main_host: str = "tb-main"
@@ -150,7 +150,7 @@ class Bench:
             env={**os.environ, **self.tether_env},
         )
 
-    def profile(self, name: str, **keys: str) -> None:
+    def profile(self, name: str, **keys: object) -> None:
         self._profiles[name] = keys
         write_profiles(Path(self.tether_env["JUPYTER_TETHER_CONFIG"]), self._profiles)
 

@@ -16,6 +16,8 @@ class Sizes:
     restore_wait: float  # how long to wait for a forward to come back after a cut
     soak_cuts: int  # random cuts in a row (the soak scenario), per repetition
     soak_range: tuple[float, float]  # their lengths are uniform in this range, seconds
+    sync_files: int  # small files in the tree `tether sync` and `rsync -a` copy
+    sync_notebooks: int  # notebooks beside them
 
 
 SMOKE = Sizes(
@@ -28,6 +30,8 @@ SMOKE = Sizes(
     restore_wait=60.0,
     soak_cuts=2,
     soak_range=(1.0, 2.0),
+    sync_files=30,  # still more than transfer.MANY_FILES: the rsync path runs
+    sync_notebooks=2,
 )
 DEFAULT = Sizes(
     repeat=3,
@@ -39,6 +43,8 @@ DEFAULT = Sizes(
     restore_wait=120.0,
     soak_cuts=3,
     soak_range=(1.0, 6.0),  # some shorter than ssh notices, some longer
+    sync_files=1000,
+    sync_notebooks=20,
 )
 FULL = Sizes(
     repeat=5,
@@ -50,6 +56,8 @@ FULL = Sizes(
     restore_wait=240.0,
     soak_cuts=20,  # 20 random cuts of 1-30 s in a row (benchmarks/README.md)
     soak_range=(1.0, 30.0),
+    sync_files=1000,
+    sync_notebooks=20,
 )
 
 

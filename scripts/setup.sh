@@ -12,6 +12,7 @@ APT_PACKAGES=(
     chromium chromium-driver environment-modules autossh curl ca-certificates tmpreaper
     make python3 python3-pip python3-venv zsh tcsh dash cron
     slurmctld slurmd slurm-client munge
+    rsync
 )
 VENV=${VENV:-.venv}
 

@@ -542,3 +542,105 @@ def test_a_forced_push_under_an_open_tab_makes_lab_ask_before_saving(
         assert json.loads(read(sshd, "open.ipynb") or "{}")["cells"][0]["source"] == "laptop 0"
     finally:
         tether("down", NAME)
+
+
+def hashes_on_server(sshd: LocalSshd) -> dict[str, str]:
+    """path -> SHA-256 of every file in the server's synced folder."""
+    out = on_server(
+        sshd,
+        "import hashlib, json\nfound = {}\n"
+        "for d, _, fs in os.walk('.'):\n"
+        "    for f in fs:\n"
+        "        p = os.path.join(d, f)\n"
+        "        found[os.path.relpath(p)] = hashlib.sha256(open(p, 'rb').read()).hexdigest()\n"
+        "print(json.dumps(found))",
+    )
+    return dict(json.loads(out))
+
+
+def hashes_here(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): syncing.digest(p.read_bytes())
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_a_tree_moves_by_rsync_and_lands_only_when_complete(
+    tether: Tether, sshd: LocalSshd, synced: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from jupyter_tether import transfer
+
+    local = synced
+    # More files than the agent carries: names with a space, a newline, a quote.
+    names = [f"d{k % 3}/sub dir/f {k}.txt" for k in range(26)]
+    names += ["new\nline.txt", "it's.py", "nb.ipynb"]
+    for k, rel in enumerate(names):
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        (local / rel).write_text(notebook("here") if rel.endswith(".ipynb") else f"v1 {k}\n")
+    assert len(names) > transfer.MANY_FILES
+    _, pair = run_sync(tether)
+    assert pair["transfer"] == "rsync", pair
+    assert sorted(pair["pushed"]) == sorted(names)
+    assert hashes_on_server(sshd) == hashes_here(local)
+    (manifest,) = (Path(tether.config_path).parents[1] / "state" / "sync" / NAME).glob(
+        "*/manifest.json"
+    )
+    assert json.loads(manifest.read_text())["files"] == hashes_here(local)
+    settle()
+
+    # Changed here: pushed by rsync over the server's copies, which go to its backups.
+    changed = names[:21]
+    for rel in changed:
+        (local / rel).write_text(f"v2 {rel}\n")
+    _, pair = run_sync(tether)
+    assert pair["transfer"] == "rsync" and sorted(pair["pushed"]) == sorted(changed), pair
+    assert hashes_on_server(sshd) == hashes_here(local)
+    saved = [b[len("server: ") :] for b in pair["backups"] if b.startswith("server: ")]
+    assert len(saved) == len(changed)
+    first = next(s for s in saved if s.endswith("/d0/sub dir/f 0.txt"))
+    assert on_server(sshd, f"print(open({first!r}).read(), end='')") == "v1 0\n"
+    settle()
+
+    # Changed on the server: pulled by rsync, the local copies backed up first; a file
+    # being saved (its .~NAME beside it) or changed in the last seconds stays there.
+    pulled = names[5:27]
+    script = "import json, time\nt = time.time() - 60\n"
+    script += f"for rel in {json.dumps(pulled)}:\n"
+    script += "    open(rel, 'w').write('v3 ' + rel + '\\n'); os.utime(rel, (t, t))\n"
+    script += "open('fresh.txt', 'w').write('just now\\n')\n"
+    script += f"open('saving.ipynb', 'w').write({notebook('saving')!r})\n"
+    script += "os.utime('saving.ipynb', (t, t))\n"
+    script += "open('.~saving.ipynb', 'w').write('{')\n"
+    on_server(sshd, script)
+    _, pair = run_sync(tether)
+    assert pair["transfer"] == "rsync" and sorted(pair["pulled"]) == sorted(pulled), pair
+    for rel in pulled:
+        assert (local / rel).read_text() == f"v3 {rel}\n"
+    acts = {a["path"]: a["action"] for a in pair["actions"]}
+    assert acts["fresh.txt"] == acts["saving.ipynb"] == "defer", acts
+    assert not (local / "fresh.txt").exists() and not (local / "saving.ipynb").exists()
+    here = [Path(b[len("here: ") :]) for b in pair["backups"] if b.startswith("here: ")]
+    assert len(here) == len(pulled)
+    assert {p.read_text() for p in here if p.name == "f 5.txt"} == {"v2 d2/sub dir/f 5.txt\n"}
+    # Nothing staged is left on either side.
+    staging = "os.path.expanduser('~/.local/state/jupyter-tether/sync-staging')"
+    assert on_server(sshd, f"print(os.listdir({staging}))") == "[]\n"
+    assert not any(manifest.parent.glob("incoming/*"))
+    settle()
+
+    # No rsync here: the agent carries the same tree, and says why.
+    bare = tmp_path / "bin-without-rsync"
+    bare.mkdir()
+    ssh_binary = shutil.which("ssh")
+    assert ssh_binary is not None
+    (bare / "ssh").symlink_to(ssh_binary)
+    monkeypatch.setenv("PATH", str(bare))
+    for rel in names[:22]:
+        (local / rel).write_text(f"v4 {rel}\n")
+    _, pair = run_sync(tether)
+    assert pair["transfer"] == "agent", pair
+    assert pair["transfer_note"] == "rsync is not installed here"
+    assert sorted(pair["pushed"]) == sorted(names[:22])
+    server = hashes_on_server(sshd)
+    assert all(server[rel] == syncing.digest(f"v4 {rel}\n".encode()) for rel in names[:22])

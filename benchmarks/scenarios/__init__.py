@@ -13,6 +13,7 @@ MODULES = (
     "reconnect",
     "forward_jump",
     "cluster_up",
+    "sync",
 )
 
 

@@ -182,9 +182,19 @@ class Agent(Program):
         return cast(protocol.SyncReadAnswer, answer)
 
     def sync_write(
-        self, where: protocol.SyncWhere, name: str, files: dict[str, Any], *, force: bool
+        self,
+        where: protocol.SyncWhere,
+        name: str,
+        files: dict[str, Any],
+        *,
+        force: bool,
+        staging: str | None = None,
     ) -> protocol.SyncWriteAnswer:
-        answer = self.call("sync_write", 300, name=name, files=files, force=force, **where)
+        """``staging``: the directory (under the listing's ``staging``) that rsync wrote
+        the items marked ``staged`` into; removed by the call."""
+        answer = self.call(
+            "sync_write", 300, name=name, files=files, force=force, staging=staging, **where
+        )
         return cast(protocol.SyncWriteAnswer, answer)
 
     def backups(self, name: str) -> protocol.BackupsAnswer:

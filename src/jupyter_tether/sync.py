@@ -13,6 +13,9 @@ for three-way merges). A path then is:
 * not ready on the server (being saved, changed in the last seconds, a notebook that
   does not parse): left for the next sync.
 
+The bytes go by the agent, or by rsync when one direction moves many (``transfer.py``);
+either way the same checks decide what lands.
+
 The server's side (listing, reading only complete files, writes that still find what
 was listed, its backups, notebooks open in Jupyter) is ``remote/syncing.py``.
 """
@@ -24,12 +27,13 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_tether import merge, paths
+from jupyter_tether import merge, paths, transfer
 from jupyter_tether.clients import Agent
 from jupyter_tether.config import SyncPair
 from jupyter_tether.remote import protocol
@@ -191,6 +195,8 @@ class Outcome:
     not_merged: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why
     conflicted: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # hashes
     offered: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # merged
+    transfer: str | None = None  # "rsync" when some bytes went by rsync, else "agent"
+    transfer_note: str | None = None  # why a big transfer did not (all) go by rsync
 
 
 def sync_pair(
@@ -243,7 +249,7 @@ def sync_pair(
         for a in actions
         if a.what == "pull" or (a.what == "conflict" and old.get(a.path) != out.conflicted[a.path])
     }
-    fetched = _fetch(agent, where, wanted, max_size, out) if wanted else {}
+    fetched = _fetch(agent, where, listed, wanted, max_size, place, out) if wanted else {}
     for a in actions:
         if a.what == "same":
             manifest[a.path] = local[a.path]
@@ -260,15 +266,7 @@ def sync_pair(
                 _offer_merge(place, folder, a.path, base.get(a.path), fetched[a.path], stamp, out)
     pushes = {a.path: (folder / a.path).read_bytes() for a in actions if a.what == "push"}
     if pushes:
-        files = {
-            rel: {
-                "data": base64.b64encode(data).decode(),
-                "sha256": digest(data),
-                "expect": remote.get(rel),
-            }
-            for rel, data in pushes.items()
-        }
-        answer = agent.sync_write(where, name, files, force=force)
+        answer = _push(agent, where, listed, name, folder, pushes, remote, force, out)
         for rel in answer["written"]:
             place.keep_version(pushes[rel])
             manifest[rel] = digest(pushes[rel])
@@ -287,11 +285,43 @@ def sync_pair(
     return out
 
 
+def _by_rsync(
+    agent: Agent, listed: protocol.SyncListAnswer, files: int, size: int, out: Outcome
+) -> str | None:
+    """The server's rsync when this direction goes by rsync, else None (and why, when
+    it was big enough to: ``transfer.choose``)."""
+    choice = transfer.choose(
+        files=files,
+        size=size,
+        target=agent.target,
+        here=transfer.local_rsync(),
+        there=listed.get("rsync"),
+    )
+    if choice.how == "rsync":
+        return listed.get("rsync")
+    if transfer.big(files, size):
+        out.transfer_note = choice.why
+    return None
+
+
 def _fetch(
-    agent: Agent, where: protocol.SyncWhere, wanted: dict[str, str], max_size: int, out: Outcome
+    agent: Agent,
+    where: protocol.SyncWhere,
+    listed: protocol.SyncListAnswer,
+    wanted: dict[str, str],
+    max_size: int,
+    place: Place,
+    out: Outcome,
 ) -> dict[str, bytes]:
-    answer = agent.sync_read(where, wanted, max_size=max_size)
-    got: dict[str, bytes] = {}
+    """The server's files ``wanted`` (path -> the hash listed), each only whole."""
+    size = sum(int(listed["files"][rel]["size"]) for rel in wanted if rel in listed["files"])
+    there = _by_rsync(agent, listed, len(wanted), size, out)
+    got = _fetch_by_rsync(agent, there, listed, wanted, place, out) if there else {}
+    rest = {rel: sha for rel, sha in wanted.items() if rel not in got}
+    if not rest:
+        return got
+    out.transfer = out.transfer or "agent"
+    answer = agent.sync_read(where, rest, max_size=max_size)
     for rel, item in answer["files"].items():
         data = base64.b64decode(item["data"])
         if digest(data) == wanted[rel]:  # what was listed, whole
@@ -301,6 +331,103 @@ def _fetch(
     for rel, why in (answer.get("deferred") or {}).items():
         out.refused[rel] = f"on the server: {why}"
     return got
+
+
+def _fetch_by_rsync(
+    agent: Agent,
+    there: str,
+    listed: protocol.SyncListAnswer,
+    wanted: dict[str, str],
+    place: Place,
+    out: Outcome,
+) -> dict[str, bytes]:
+    """rsync ``wanted`` into a private staging directory here; keep what arrived as it
+    was listed. The listing only hashes complete files (no ``.~NAME`` beside, settled,
+    a notebook that parses: ``remote/syncing.py``), so bytes of that hash are that
+    complete file; a file changed since (a save begun, say) has another hash and goes by
+    the agent, which looks again."""
+    staging = place.root / "incoming" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    staging.mkdir(parents=True, mode=0o700)
+    try:
+        failed = transfer.copy(
+            agent.target,
+            there=there,
+            source=transfer.remote(agent.target, listed["folder"] + "/"),
+            dest=f"{staging.resolve()}/",
+            names=sorted(wanted),
+        )
+        got: dict[str, bytes] = {}
+        for rel, want in ({} if failed else wanted).items():
+            with contextlib.suppress(OSError):
+                data = (staging / rel).read_bytes()
+                if digest(data) == want:
+                    got[rel] = data
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if got:
+        out.transfer = "rsync"
+    if len(got) < len(wanted):
+        out.transfer_note = failed or f"{len(wanted) - len(got)} file(s) not whole by rsync"
+    return got
+
+
+def _push(
+    agent: Agent,
+    where: protocol.SyncWhere,
+    listed: protocol.SyncListAnswer,
+    name: str,
+    folder: Path,
+    pushes: dict[str, bytes],
+    remote: Mapping[str, str],
+    force: bool,
+    out: Outcome,
+) -> protocol.SyncWriteAnswer:
+    """Write ``pushes`` (path -> the bytes read here) on the server, each only over the
+    version listed there. By rsync into the server's staging directory when big, then
+    the agent's write takes each staged file that arrived as read here; the rest goes in
+    the write's request (base64), as every push does without rsync."""
+    files: dict[str, dict[str, object]] = {
+        rel: {"sha256": digest(data), "expect": remote.get(rel)} for rel, data in pushes.items()
+    }
+    there = _by_rsync(agent, listed, len(pushes), sum(map(len, pushes.values())), out)
+    staging = None
+    if there and listed.get("staging"):
+        # One directory per push, under the server's own 0700 staging root; the write
+        # removes it whatever happens.
+        staging = f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        failed = transfer.copy(
+            agent.target,
+            there=there,
+            source=f"{folder.resolve()}/",
+            dest=transfer.remote(agent.target, f"{listed['staging']}/{staging}/"),
+            names=sorted(pushes),
+        )
+        if failed:
+            out.transfer_note = failed
+        else:
+            for item in files.values():
+                item["staged"] = True
+
+    def inline(rels: Iterable[str]) -> None:
+        for rel in rels:
+            files[rel].pop("staged", None)
+            files[rel]["data"] = base64.b64encode(pushes[rel]).decode()
+
+    inline(rel for rel, item in files.items() if not item.get("staged"))
+    answer = agent.sync_write(where, name, files, force=force, staging=staging)
+    unstaged = answer.get("unstaged") or []
+    staged_written = [r for r in answer["written"] if files[r].get("staged")]
+    out.transfer = "rsync" if staged_written else (out.transfer or "agent")
+    if not unstaged:
+        return answer
+    if not out.transfer_note:
+        out.transfer_note = f"{len(unstaged)} file(s) not whole by rsync"
+    files = {rel: files[rel] for rel in unstaged}
+    inline(unstaged)
+    again = agent.sync_write(where, name, files, force=force)
+    for key in ("written", "changed", "open", "backups"):
+        answer[key] = [*answer[key], *again[key]]
+    return answer
 
 
 def signature(folder: Path) -> int:

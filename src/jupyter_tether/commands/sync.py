@@ -137,6 +137,8 @@ def _as_dict(local: str, remote: str, o: Outcome) -> dict[str, object]:
         "not_merged": o.not_merged,
         "not_synced": o.refused,
         "backups": o.backups,
+        "transfer": o.transfer,  # "rsync" or "agent"; None when nothing moved
+        "transfer_note": o.transfer_note,
     }
 
 
@@ -149,7 +151,10 @@ def _print(local: str, remote: str, o: Outcome, *, dry_run: bool, verbose: bool)
     print(f"{local} <-> {remote}" + (" (dry run: nothing written)" if dry_run else ""))
     print(output.table(rows, ["path", "action", "why"]) if rows else "  in sync")
     if not dry_run:
-        print(f"  pushed {len(o.pushed)}, pulled {len(o.pulled)}, conflicts {len(o.conflicts)}")
+        by = " (by rsync)" if o.transfer == "rsync" else ""
+        print(f"  pushed {len(o.pushed)}, pulled {len(o.pulled)}, conflicts {len(o.conflicts)}{by}")
+    if o.transfer_note:
+        print(f"  not all by rsync: {o.transfer_note}")
     for path, beside in o.conflicts:
         print(f"  conflict: {path} changed on both sides; the server's version is {beside}")
     for path, candidate, left in o.merged:

@@ -67,9 +67,9 @@ for init in "$moduleshome/init/sh" /usr/share/modules/init/sh /usr/share/lmod/lm
 done
 fact lmod "${lmod_cmd:+yes}"
 
-# Tools, searched on the login PATH.
+# Tools, searched on the login PATH (rsync: `tether sync` moves big transfers with it).
 PATH=$login_path:$PATH
-for tool in tmux screen setsid uv sbatch curl; do
+for tool in tmux screen setsid uv sbatch curl rsync; do
     fact "tool_$tool" "$(command -v "$tool" 2>/dev/null)"
 done
 

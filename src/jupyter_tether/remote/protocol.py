@@ -140,6 +140,8 @@ class SyncListAnswer(TypedDict):
     files: Dict[str, SyncedFile]
     deferred: Dict[str, str]  # not complete now: being saved, just changed, torn
     skipped: Dict[str, str]  # never synced: over the size limit
+    rsync: Optional[str]  # the server's rsync, for big transfers; None: it has none
+    staging: Optional[str]  # where rsync stages a push (with rsync only)
 
 
 class SyncContent(TypedDict):
@@ -157,6 +159,7 @@ class SyncWriteAnswer(TypedDict):
     changed: List[str]  # not what the workstation listed any more: not written
     open: List[str]  # a notebook with a live session, without force: not written
     backups: List[str]  # where the replaced files were copied first
+    unstaged: List[str]  # marked staged but not in the staging directory whole: not written
 
 
 class Backup(TypedDict):

@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -47,6 +48,21 @@ def excluded(rel: str, patterns: Sequence[str]) -> bool:
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def staging_root() -> str:
+    """Where rsync puts what the workstation pushes before a write takes it (0700)."""
+    return os.path.join(core.state_root(), "sync-staging")
+
+
+def _rsync() -> Optional[str]:
+    """This server's rsync, for big transfers (``jupyter_tether/transfer.py``), with a
+    private staging directory for it to write into; None without one."""
+    found = shutil.which("rsync")
+    if found:
+        os.makedirs(staging_root(), 0o700, exist_ok=True)
+        os.chmod(staging_root(), 0o700)
+    return found
 
 
 def _incomplete(path: str, data: bytes, now: float, mtime: float) -> Optional[str]:
@@ -95,8 +111,10 @@ def _walk(base: str, patterns: List[str]) -> List[str]:
 def op_sync_list(req: Json) -> Json:
     """Every file under the folder with its hash; the incomplete ones as deferred."""
     base = folder(req)
+    found = _rsync()
+    tools = {"rsync": found, "staging": staging_root() if found else None}
     if not os.path.isdir(base):
-        return {"folder": base, "exists": False, "files": {}, "deferred": {}, "skipped": {}}
+        return dict(tools, folder=base, exists=False, files={}, deferred={}, skipped={})
     patterns = list(req.get("exclude") or [])
     max_size = int(req.get("max_size") or 0)
     now = time.time()
@@ -115,13 +133,7 @@ def op_sync_list(req: Json) -> Json:
             skipped[rel] = got["skip"]
         else:
             files[rel] = {"sha256": got["sha256"], "size": got["size"]}
-    return {
-        "folder": base,
-        "exists": True,
-        "files": files,
-        "deferred": deferred,
-        "skipped": skipped,
-    }
+    return dict(tools, folder=base, exists=True, files=files, deferred=deferred, skipped=skipped)
 
 
 def _safe(base: str, rel: str) -> str:
@@ -194,13 +206,47 @@ def _open_notebooks(name: str) -> Optional[List[str]]:
     return [str(s.get("path") or "") for s in sessions if isinstance(s, dict)]
 
 
+def _staged(req: Json) -> Optional[str]:
+    """The staging directory rsync wrote this push into, if any: only ever one directly
+    under :func:`staging_root`, since it is removed afterwards."""
+    name = req.get("staging")
+    if not name:
+        return None
+    name = str(name)
+    if "/" in name or os.sep in name or name.startswith("."):
+        raise RemoteError("bad_request", "%s is not a staging directory" % name)
+    return os.path.join(staging_root(), name)
+
+
+def _staged_data(staging: str, rel: str, want: str) -> Optional[bytes]:
+    """What rsync staged for ``rel``, if it arrived whole (the hash the workstation read)."""
+    try:
+        with open(_safe(staging, rel), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data if digest(data) == want else None
+
+
 def op_sync_write(req: Json) -> Json:
     """Write files that still have the hash the workstation expects (None: absent).
 
     A file changed since the workstation listed it is refused (``changed``), a notebook
     with a live Jupyter session is refused unless ``force`` (``open``); every file
-    replaced is copied into the backup store first.
+    replaced is copied into the backup store first. An item marked ``staged`` is read
+    from the staging directory rsync wrote it into (``staging``, removed at the end);
+    one that did not arrive there whole is left for the workstation to send
+    (``unstaged``).
     """
+    staging = _staged(req)
+    try:
+        return _sync_write(req, staging)
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sync_write(req: Json, staging: Optional[str]) -> Json:
     base = folder(req)
     os.makedirs(base, exist_ok=True)
     name = str(req["name"])
@@ -211,6 +257,7 @@ def op_sync_write(req: Json) -> Json:
     changed: List[str] = []
     opened: List[str] = []
     backups: List[str] = []
+    unstaged: List[str] = []
     for rel, item in dict(req.get("files") or {}).items():
         path = _safe(base, rel)
         if os.path.relpath(path, root).replace(os.sep, "/") in live:
@@ -219,7 +266,14 @@ def op_sync_write(req: Json) -> Json:
         if _current(path) != item.get("expect"):
             changed.append(rel)
             continue
-        data = base64.b64decode(item["data"])
+        if item.get("staged"):
+            got = _staged_data(staging, rel, str(item["sha256"])) if staging else None
+            if got is None:
+                unstaged.append(rel)
+                continue
+            data = got
+        else:
+            data = base64.b64decode(item["data"])
         if digest(data) != item["sha256"]:
             raise RemoteError("bad_request", "%s arrived damaged" % rel)
         if os.path.exists(path):
@@ -231,7 +285,13 @@ def op_sync_write(req: Json) -> Json:
         written.append(rel)
     if backups:
         _prune(name)
-    return {"written": written, "changed": changed, "open": opened, "backups": backups}
+    return {
+        "written": written,
+        "changed": changed,
+        "open": opened,
+        "backups": backups,
+        "unstaged": unstaged,
+    }
 
 
 META = ".tether-backup.json"  # in each backup stamp: the folder its paths are under
