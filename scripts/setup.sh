@@ -11,7 +11,7 @@ APT_PACKAGES=(
     openssh-server openssh-client tmux screen iproute2 procps util-linux passwd
     chromium chromium-driver environment-modules autossh curl ca-certificates tmpreaper
     make python3 python3-pip python3-venv zsh tcsh dash cron
-    slurmctld slurmd slurm-client munge
+    slurmctld slurmd slurm-client munge sshfs fuse3
     rsync
 )
 VENV=${VENV:-.venv}

@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "mount", parents=[common], help="the server's folder at DIR here, with sshfs (one copy)"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("dir", metavar="DIR", type=Path, help="an empty or new local directory")
+    p.add_argument(
+        "--remote",
+        metavar="PATH",
+        help="the folder on the server (default: root_dir; relative to it unless absolute)",
+    )
+    p.add_argument("--unmount", action="store_true", help="unmount DIR instead (as `umount`)")
+
+    p = sub.add_parser("umount", parents=[common], help="unmount what `tether mount` mounted")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("dir", metavar="DIR", type=Path, nargs="?", help="default: every mount of NAME")
+
     p = sub.add_parser("backups", parents=[common], help="files `sync` replaced; restore one")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--restore", metavar="ID", help="put this backup back (ids: see the list)")
@@ -269,6 +285,20 @@ def dispatch(args: argparse.Namespace) -> int:
             verbose=args.verbose,
             watch=args.watch,
         )
+    if args.command == "mount" and not args.unmount:
+        from jupyter_tether.commands import mount
+
+        return mount.mount(
+            args.name,
+            args.dir,
+            remote=args.remote,
+            ssh_config=args.ssh_config,
+            verbose=args.verbose,
+        )
+    if args.command in ("mount", "umount"):
+        from jupyter_tether.commands import mount
+
+        return mount.umount(args.name, args.dir)
     if args.command == "backups":
         from jupyter_tether.commands import backups
 

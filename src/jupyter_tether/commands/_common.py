@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from jupyter_tether import config, output, probe, provision, ssh, state
+from jupyter_tether import config, mount, output, probe, provision, ssh, state
 from jupyter_tether.clients import Agent
 from jupyter_tether.errors import ExitCode, TetherError
 from jupyter_tether.ssh import Target, make_target
@@ -41,7 +41,9 @@ def workstation() -> str:
 
 
 def release_master(target: Target) -> None:
-    """End the ControlMaster unless a recorded server still goes through it."""
+    """End the ControlMaster unless a recorded server or a mount still goes through it."""
+    if target.destination in mount.destinations():
+        return
     if not any(r.ssh == target.destination for r in state.all_records()):
         ssh.exit_master(target)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jupyter_tether import batch, output, probe, relay, ssh, state, supervisor
 from jupyter_tether.clients import Agent
+from jupyter_tether.commands import mount
 from jupyter_tether.commands._common import release_master, target_for, workstation
 from jupyter_tether.config import check_name, resolve
 from jupyter_tether.errors import ExitCode, TetherError
@@ -18,6 +19,8 @@ def down(
     with state.lock(name):
         # The supervisor goes first, or it would bring the server straight back.
         supervisor.stop(name)
+        # Before the master goes: the mounts ride it (README: Mount).
+        mount.unmount_all(name)
         return _down(name, ssh_config=ssh_config, verbose=verbose, purge=purge)
 
 
