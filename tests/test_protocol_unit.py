@@ -95,6 +95,13 @@ def test_every_mapped_code_is_documented() -> None:
     assert {int(code) for code in ExitCode} <= documented
 
 
+def test_help_lists_every_exit_code() -> None:
+    from jupyter_tether.cli import EPILOG
+
+    listed = {int(m) for m in re.findall(r"(\d+) [a-z]", EPILOG)}
+    assert {int(code) for code in ExitCode} <= listed
+
+
 TARGET = ssh.make_target("aura")
 
 

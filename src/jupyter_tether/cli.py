@@ -17,7 +17,7 @@ from jupyter_tether.errors import ExitCode, TetherError
 EPILOG = """\
 exit codes: 0 ok, 1 error, 2 usage, 3 config, 4 ssh connect, 5 ssh auth/host key,
 6 server environment, 7 server start, 8 local port, 9 not found, 10 provisioning,
-11 scheduler, 70 internal error, 130 interrupted.
+11 scheduler, 12 sync conflict, 70 internal error, 130 interrupted.
 """
 
 
